@@ -5,14 +5,18 @@ set -euo pipefail
 DENO_VERSION=2.9.6
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
-local_deno="$tools/node_modules/deno/deno"
+# The npm package ships the binary in a per-platform optional dependency.
+find_local() { ls "$tools"/node_modules/@deno/*/deno "$tools"/node_modules/deno/deno 2>/dev/null | head -n1; }
 
 if command -v deno >/dev/null 2>&1 && deno --version 2>/dev/null | head -n1 | grep -q "deno $DENO_VERSION "; then
   exec deno "$@"
 fi
-if [ ! -x "$local_deno" ]; then
+local_deno="$(find_local)"
+if [ -z "$local_deno" ]; then
   echo "installing deno $DENO_VERSION from the npm registry into .tools/" >&2
   mkdir -p "$tools"
   npm install --silent --no-audit --no-fund --prefix "$tools" "deno@$DENO_VERSION" >&2
+  local_deno="$(find_local)"
+  [ -n "$local_deno" ] || { echo "deno $DENO_VERSION: no binary for this platform in the npm package" >&2; exit 1; }
 fi
 exec "$local_deno" "$@"
