@@ -6,7 +6,7 @@ DENO_VERSION=2.9.6
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.tools"
 # The npm package ships the binary in a per-platform optional dependency.
-find_local() { ls "$tools"/node_modules/@deno/*/deno "$tools"/node_modules/deno/deno 2>/dev/null | head -n1; }
+find_local() { ls "$tools"/node_modules/@deno/*/deno "$tools"/node_modules/deno/deno 2>/dev/null | head -n1 || true; }
 
 if command -v deno >/dev/null 2>&1 && deno --version 2>/dev/null | head -n1 | grep -q "deno $DENO_VERSION "; then
   exec deno "$@"
