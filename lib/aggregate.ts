@@ -1,0 +1,185 @@
+/**
+ * The per-enrolment computation of SPEC §6, as pure code: from the state read
+ * for an enrolment and its units in a window, the writes to make and the
+ * events to emit. No I/O happens here.
+ *
+ * @module
+ */
+
+import type { EnrolmentKey, Unit } from "./event.ts";
+import {
+  certificateIssue,
+  type ContentAction,
+  contentAudit,
+  enrolCompleteAudit,
+} from "./output.ts";
+import type {
+  AggregateWrite,
+  ConsumptionRow,
+  CounterWrite,
+  EnrolmentRow,
+  EnrolmentWrite,
+  IdSource,
+  OutputEvent,
+} from "./ports.ts";
+
+/** Relation-cache set names (SPEC §6 steps 1 and 7). */
+export const structureKey = {
+  leafNodes: (courseId: string, id: string) => `${courseId}:${id}:leafnodes`,
+  optionalNodes: (courseId: string, id: string) => `${courseId}:${id}:optionalnodes`,
+  ancestors: (courseId: string, contentId: string) => `${courseId}:${contentId}:ancestors`,
+};
+
+/** Sets fetched from the relation cache, by name; a set not fetched is empty. */
+export type StructureSets = Map<string, string[]>;
+
+/** The leaf nodes of a course; empty means its structure is missing (SPEC §7). */
+export function courseLeafNodes(courseId: string, sets: StructureSets): string[] {
+  return sets.get(structureKey.leafNodes(courseId, courseId)) ?? [];
+}
+
+/** `M` of SPEC §6 step 5: stored statuses overlaid with the window's contents at status 2. */
+export function mergedStatuses(rows: ConsumptionRow[], units: Unit[]): Map<string, number> {
+  const merged = new Map(rows.map((r) => [r.contentId, r.status]));
+  for (const u of units) merged.set(u.contentId, 2);
+  return merged;
+}
+
+/** The units (child collections) that contain any of `contentIds`: SPEC §6 step 7's `U`. */
+export function unitsOf(courseId: string, contentIds: Iterable<string>, sets: StructureSets) {
+  const units = new Set<string>();
+  for (const c of contentIds) {
+    for (const a of sets.get(structureKey.ancestors(courseId, c)) ?? []) {
+      if (a !== courseId) units.add(a);
+    }
+  }
+  return [...units];
+}
+
+/** Whether the enrolment filter skips this enrolment: it is missing or already completed. */
+export function isAlreadyProcessed(row: EnrolmentRow | null): boolean {
+  return row === null || row.status === 2;
+}
+
+/** Everything the computation needs for one enrolment. */
+export interface EnrolmentState {
+  key: EnrolmentKey;
+  /** The window's units of this enrolment, in input order (repeats kept when dedup is off). */
+  units: Unit[];
+  /** Its `user_content_consumption` rows. */
+  rows: ConsumptionRow[];
+  /** Course, ancestor and unit sets, including every unit of `unitsOf`. */
+  sets: StructureSets;
+  /** Its enrolment row; `undefined` when the filter is off and the row was not read. */
+  enrolment?: EnrolmentRow | null;
+}
+
+/** Settings and stamps for {@linkcode planEnrolment}. */
+export interface PlanOptions {
+  moduleAggs: boolean;
+  now: number;
+  newId: IdSource;
+  topics: { audit: string; certIssue: string };
+}
+
+/** What to write and emit for one enrolment. */
+export interface EnrolmentPlan {
+  counters: CounterWrite[];
+  aggregates: AggregateWrite[];
+  enrolment: EnrolmentWrite;
+  completed: boolean;
+  /** Certificate request and enrol-complete AUDIT: acknowledged before the enrolment write. */
+  completionEvents: OutputEvent[];
+  /** One AUDIT event per content action. */
+  contentEvents: OutputEvent[];
+}
+
+/**
+ * Computes the writes and events of one enrolment (SPEC §6 steps 3–9).
+ * The course structure must be present: see {@linkcode courseLeafNodes}.
+ */
+export function planEnrolment(state: EnrolmentState, opts: PlanOptions): EnrolmentPlan {
+  const { key, units, rows, sets } = state;
+  const stamp = { now: opts.now, newId: opts.newId };
+  const stored = new Map(rows.map((r) => [r.contentId, r]));
+
+  // Step 3–4: counters and actions per distinct input content, in input order.
+  const occurrences = new Map<string, Unit[]>();
+  for (const u of units) occurrences.set(u.contentId, [...occurrences.get(u.contentId) ?? [], u]);
+  const counters: CounterWrite[] = [];
+  const contentEvents: OutputEvent[] = [];
+  for (const [contentId, seen] of occurrences) {
+    const db = stored.get(contentId);
+    const viewCount = db?.viewCount ?? 0;
+    const completedCount = db?.completedCount ?? 0;
+    counters.push({
+      key,
+      contentId,
+      viewCount: viewCount + seen.length,
+      completedCount: completedCount + seen.length,
+    });
+    const actions: ContentAction[] = [];
+    if (viewCount === 0) actions.push("start");
+    if (completedCount === 0) actions.push("complete");
+    for (const action of actions) {
+      contentEvents.push(event(opts.topics.audit, key, contentAudit(seen[0], action, stamp)));
+    }
+  }
+
+  // Steps 5–7: merged statuses and completed counts of the course and its units.
+  const merged = mergedStatuses(rows, units);
+  const done = new Set([...merged].filter(([, s]) => s === 2).map(([c]) => c));
+  const required = (id: string) => {
+    const optional = new Set(sets.get(structureKey.optionalNodes(key.courseId, id)) ?? []);
+    return (sets.get(structureKey.leafNodes(key.courseId, id)) ?? []).filter((c) =>
+      !optional.has(c)
+    );
+  };
+  const completedOf = (id: string) => {
+    const req = required(id);
+    return { total: req.length, completed: req.filter((c) => done.has(c)).length };
+  };
+  const contextId = `cb:${key.batchId}`;
+  const aggregate = (activityId: string, completedCount: number): AggregateWrite => ({
+    activityId,
+    contextId,
+    userId: key.userId,
+    completedCount,
+    at: opts.now,
+  });
+
+  const course = completedOf(key.courseId);
+  const aggregates = [aggregate(key.courseId, course.completed)];
+  if (opts.moduleAggs) {
+    for (const unit of unitsOf(key.courseId, merged.keys(), sets)) {
+      aggregates.push(aggregate(unit, completedOf(unit).completed));
+    }
+  }
+
+  // Step 8: the enrolment row, and the completion pair that must precede it.
+  const completed = course.completed >= course.total;
+  const priorStatus = state.enrolment?.status ?? null;
+  const enrolment: EnrolmentWrite = {
+    key,
+    progress: course.completed,
+    contentStatus: Object.fromEntries(merged),
+    at: opts.now,
+  };
+  if (completed) {
+    enrolment.statusChange = { status: 2, completedOn: opts.now };
+  } else if (priorStatus !== 1) {
+    enrolment.statusChange = { status: 1 };
+  }
+  const completionEvents = completed
+    ? [
+      event(opts.topics.certIssue, key, certificateIssue(key, stamp)),
+      event(opts.topics.audit, key, enrolCompleteAudit(key, stamp)),
+    ]
+    : [];
+
+  return { counters, aggregates, enrolment, completed, completionEvents, contentEvents };
+}
+
+function event(topic: string, key: EnrolmentKey, value: Record<string, unknown>): OutputEvent {
+  return { topic, key: key.userId, value };
+}
