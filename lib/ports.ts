@@ -126,6 +126,19 @@ export interface CommitOffset {
   offset: string;
 }
 
+/** The input topic: messages in partition order, and offset commits. */
+export interface InputSource {
+  /**
+   * Starts consuming and calls `handle` for each message, in partition order,
+   * awaiting it before the next: a slow `handle` holds back consumption.
+   */
+  start(handle: (message: InputMessage) => Promise<void>): Promise<void>;
+  /** Stops fetching new messages; commits still work. */
+  pause(): void;
+  /** Commits positions; a later commit of the same partition supersedes an earlier one. */
+  commit(offsets: CommitOffset[]): Promise<void>;
+}
+
 /**
  * An error that retrying cannot cure (a missing table, bad credentials).
  * Adapters throw it; the job stops with its message instead of retrying.
