@@ -1,0 +1,393 @@
+/**
+ * The {@linkcode ProgressStore} on Cassandra (`cassandra-driver`): per-enrolment
+ * partition reads, writes grouped into single-partition unlogged batches, and
+ * the guarded (lightweight-transaction) status moves of SPEC §6 step 8.
+ *
+ * Errors retrying cannot cure (a missing table, a syntax error, bad
+ * credentials) are rethrown as {@linkcode PermanentError}; everything else
+ * (no host available, timeouts) is thrown as is, for the job's retry loop.
+ *
+ * @module
+ */
+
+import cassandra from "cassandra-driver";
+import { mapConcurrent } from "./async.ts";
+import type { Config } from "./config.ts";
+import type { EnrolmentKey } from "./event.ts";
+import {
+  type AggregateWrite,
+  type ConsumptionRow,
+  type CounterWrite,
+  type EnrolmentRow,
+  type EnrolmentWrite,
+  PermanentError,
+  type ProgressStore,
+} from "./ports.ts";
+
+/** The `Config` section this module reads. */
+export type CassandraConfig = Config["cassandra"];
+
+const { consistencies, responseErrorCodes } = cassandra.types;
+
+/** Options of every request: prepared, LOCAL_QUORUM, LOCAL_SERIAL for the conditional writes. */
+const QUERY_OPTIONS = {
+  prepare: true,
+  consistency: consistencies.localQuorum,
+  serialConsistency: consistencies.localSerial,
+} as const;
+
+/**
+ * Requests in flight at once for one `writeProgress`/`writeEnrolments` call.
+ * Different partitions go concurrently; the bound keeps a 1000-unit window
+ * from queueing thousands of requests on one connection at once.
+ */
+const WRITE_CONCURRENCY = 32;
+
+/** A statement with its parameters and the partition it writes, for grouping. */
+interface Statement {
+  partition: string;
+  query: string;
+  params: unknown[];
+}
+
+/** The CQL the store runs, built once from the configured keyspace and tables. */
+function statements(cfg: CassandraConfig) {
+  const consumption = `${cfg.keyspace}.${cfg.consumptionTable}`;
+  const agg = `${cfg.keyspace}.${cfg.activityAggTable}`;
+  const enrolments = `${cfg.keyspace}.${cfg.enrolmentsTable}`;
+  const enrolmentKey = "WHERE userid = ? AND courseid = ? AND batchid = ?";
+  return {
+    readConsumption:
+      `SELECT contentid, status, viewcount, completedcount FROM ${consumption} ${enrolmentKey}`,
+    readEnrolment: `SELECT status FROM ${enrolments} ${enrolmentKey}`,
+    writeCounters: `UPDATE ${consumption} SET viewcount = ?, completedcount = ? ` +
+      "WHERE userid = ? AND courseid = ? AND batchid = ? AND contentid = ?",
+    writeAggregate: `UPDATE ${agg} SET aggregates = aggregates + ?, ` +
+      "agg_last_updated = agg_last_updated + ? " +
+      "WHERE activity_type = 'Course' AND activity_id = ? AND context_id = ? AND user_id = ?",
+    // The frequent in-progress update: no condition, and none of the columns
+    // the conditional updates below write, so the two kinds never race on a
+    // cell (LWT and plain writes use different timestamp sources).
+    writeEnrolment: `UPDATE ${enrolments} SET progress = ?, datetime = ?, ` +
+      `contentstatus = contentstatus + ? ${enrolmentKey}`,
+    // `!= 2` holds for a null status too (Cassandra compares a null cell as
+    // "not equal" to any value; verified in tests/integration/cassandra_test.ts),
+    // so null, 0 and 1 move and a 2 is never rewritten. The unconditional
+    // update above runs first, so the row exists when these run.
+    completeEnrolment:
+      `UPDATE ${enrolments} SET status = 2, completedon = ? ${enrolmentKey} IF status != 2`,
+    startEnrolment: `UPDATE ${enrolments} SET status = 1 ${enrolmentKey} IF status != 2`,
+  };
+}
+
+/**
+ * Course progress in Cassandra. Construct it with a connected client, or use
+ * {@linkcode connectProgressStore}.
+ */
+export class CassandraProgressStore implements ProgressStore {
+  readonly #client: cassandra.Client;
+  readonly #batchSize: number;
+  readonly #cql: ReturnType<typeof statements>;
+
+  /** `writeBatchSize` is the most statements sent in one request (`THRESHOLD_BATCH_WRITE_SIZE`). */
+  constructor(client: cassandra.Client, cfg: CassandraConfig, writeBatchSize: number) {
+    this.#client = client;
+    this.#batchSize = Math.max(1, writeBatchSize);
+    this.#cql = statements(cfg);
+  }
+
+  /** The driver client, for {@linkcode verifySchema} and diagnostics. */
+  get client(): cassandra.Client {
+    return this.#client;
+  }
+
+  /** All consumption rows of one enrolment: one partition slice, paged by the driver. */
+  async readConsumption(key: EnrolmentKey): Promise<ConsumptionRow[]> {
+    const result = await this.#execute(this.#cql.readConsumption, enrolmentParams(key));
+    const rows: ConsumptionRow[] = [];
+    // The async iterator fetches further pages, so a very large enrolment is read whole.
+    for await (const row of result) {
+      rows.push({
+        contentId: row.get("contentid"),
+        status: row.get("status") ?? 1,
+        viewCount: row.get("viewcount") ?? 0,
+        completedCount: row.get("completedcount") ?? 0,
+      });
+    }
+    return rows;
+  }
+
+  /** The enrolment's `status` (null when unset), or null when the row does not exist. */
+  async readEnrolment(key: EnrolmentKey): Promise<EnrolmentRow | null> {
+    const result = await this.#execute(this.#cql.readEnrolment, enrolmentParams(key));
+    const row = result.first();
+    return row ? { status: row.get("status") ?? null } : null;
+  }
+
+  /** Writes counters and aggregates: single-partition unlogged batches, partitions concurrently. */
+  async writeProgress(counters: CounterWrite[], aggregates: AggregateWrite[]): Promise<void> {
+    const stmts: Statement[] = [
+      ...counters.map((c) => ({
+        partition: `ucc\u0000${c.key.userId}`,
+        query: this.#cql.writeCounters,
+        params: [
+          c.viewCount,
+          c.completedCount,
+          c.key.userId,
+          c.key.courseId,
+          c.key.batchId,
+          c.contentId,
+        ],
+      })),
+      ...aggregates.map((a) => ({
+        // Partition key (activity_type, activity_id); activity_type is always 'Course'.
+        partition: `agg\u0000${a.activityId}`,
+        query: this.#cql.writeAggregate,
+        params: [
+          { completedCount: a.completedCount },
+          { completedCount: new Date(a.at) },
+          a.activityId,
+          a.contextId,
+          a.userId,
+        ],
+      })),
+    ];
+    await this.#writeGrouped(stmts);
+  }
+
+  /**
+   * Writes enrolments: first the unconditional progress/contentstatus update
+   * (batched per user), then each status change as its own conditional update.
+   * A status change that does not apply (the row is already at 2) is not an error.
+   */
+  async writeEnrolments(writes: EnrolmentWrite[]): Promise<void> {
+    await this.#writeGrouped(writes.map((w) => ({
+      partition: w.key.userId,
+      query: this.#cql.writeEnrolment,
+      params: [w.progress, new Date(w.at), w.contentStatus, ...enrolmentParams(w.key)],
+    })));
+    // Lightweight transactions cannot share a batch with other partitions and
+    // are rare (first progress, completion), so each goes alone.
+    const changes = writes.filter((w) => w.statusChange !== undefined);
+    await mapConcurrent(changes, WRITE_CONCURRENCY, async (w) => {
+      const change = w.statusChange!;
+      if (change.status === 2) {
+        const completedOn = new Date(change.completedOn ?? w.at);
+        await this.#execute(this.#cql.completeEnrolment, [completedOn, ...enrolmentParams(w.key)]);
+      } else {
+        await this.#execute(this.#cql.startEnrolment, enrolmentParams(w.key));
+      }
+    });
+  }
+
+  /** Closes every connection of the driver. */
+  async close(): Promise<void> {
+    await this.#client.shutdown();
+  }
+
+  /** Groups by partition, chunks each group to the batch size, sends the chunks concurrently. */
+  async #writeGrouped(stmts: Statement[]): Promise<void> {
+    const byPartition = new Map<string, Statement[]>();
+    for (const s of stmts) {
+      const group = byPartition.get(s.partition);
+      if (group) group.push(s);
+      else byPartition.set(s.partition, [s]);
+    }
+    const chunks: Statement[][] = [];
+    for (const group of byPartition.values()) {
+      for (let i = 0; i < group.length; i += this.#batchSize) {
+        chunks.push(group.slice(i, i + this.#batchSize));
+      }
+    }
+    await mapConcurrent(chunks, WRITE_CONCURRENCY, (chunk) => this.#send(chunk));
+  }
+
+  /** One request: a lone statement as is, several as an unlogged batch (all of one partition). */
+  async #send(chunk: Statement[]): Promise<void> {
+    if (chunk.length === 1) {
+      await this.#execute(chunk[0].query, chunk[0].params);
+      return;
+    }
+    try {
+      await this.#client.batch(
+        chunk.map((s) => ({ query: s.query, params: s.params })),
+        { ...QUERY_OPTIONS, logged: false },
+      );
+    } catch (error) {
+      throw classifyError(error);
+    }
+  }
+
+  async #execute(query: string, params: unknown[]): Promise<cassandra.types.ResultSet> {
+    try {
+      return await this.#client.execute(query, params, QUERY_OPTIONS);
+    } catch (error) {
+      throw classifyError(error);
+    }
+  }
+}
+
+function enrolmentParams(key: EnrolmentKey): string[] {
+  return [key.userId, key.courseId, key.batchId];
+}
+
+/** Response codes that mean the request itself is wrong: sending it again fails again. */
+const PERMANENT_CODES: ReadonlySet<number> = new Set([
+  responseErrorCodes.syntaxError,
+  responseErrorCodes.invalid, // includes "unconfigured table" and "keyspace does not exist"
+  responseErrorCodes.configError,
+  responseErrorCodes.unauthorized,
+  responseErrorCodes.badCredentials,
+]);
+
+/**
+ * Wraps errors that retrying cannot cure in {@linkcode PermanentError} (the
+ * original as its `cause`); returns every other error unchanged.
+ */
+export function classifyError(error: unknown): unknown {
+  const { errors } = cassandra;
+  if (error instanceof PermanentError) return error;
+  if (error instanceof errors.ResponseError && PERMANENT_CODES.has(error.code)) {
+    return new PermanentError(`cassandra: ${error.message}`, { cause: error });
+  }
+  if (error instanceof errors.AuthenticationError || error instanceof errors.ArgumentError) {
+    return new PermanentError(`cassandra: ${error.message}`, { cause: error });
+  }
+  // Connecting with bad credentials fails every host with an AuthenticationError.
+  if (error instanceof errors.NoHostAvailableError) {
+    const inner = Object.values((error.innerErrors ?? {}) as Record<string, unknown>);
+    if (inner.length > 0 && inner.every((e) => e instanceof errors.AuthenticationError)) {
+      return new PermanentError(`cassandra: ${error.message}`, { cause: error });
+    }
+  }
+  return error;
+}
+
+/** A driver client for `cfg`, not yet connected. */
+export function createClient(cfg: CassandraConfig): cassandra.Client {
+  return new cassandra.Client({
+    contactPoints: cfg.contactPoints,
+    protocolOptions: { port: cfg.port },
+    localDataCenter: cfg.localDataCenter,
+    // No `keyspace` here: statements name it, so a missing keyspace surfaces
+    // as a clear (permanent) error on first use and in `verifySchema`, not
+    // as an opaque connection failure.
+    queryOptions: { ...QUERY_OPTIONS },
+    socketOptions: { connectTimeout: 5000, readTimeout: 12_000 },
+  });
+}
+
+/**
+ * Connects to the cluster of `cfg` and returns the store. Throws
+ * {@linkcode PermanentError} on bad credentials; other connection failures
+ * (no host reachable) are thrown as is.
+ */
+export async function connectProgressStore(
+  cfg: CassandraConfig,
+  writeBatchSize: number,
+): Promise<CassandraProgressStore> {
+  const client = createClient(cfg);
+  try {
+    await client.connect();
+  } catch (error) {
+    await client.shutdown().catch(() => {});
+    throw classifyError(error);
+  }
+  return new CassandraProgressStore(client, cfg, writeBatchSize);
+}
+
+/** Columns the job reads or writes, with their CQL types, per configured table. */
+function expectedSchema(cfg: CassandraConfig): Record<string, Record<string, string>> {
+  const key = { userid: "text", courseid: "text", batchid: "text" };
+  return {
+    [cfg.consumptionTable]: {
+      ...key,
+      contentid: "text",
+      status: "int",
+      viewcount: "int",
+      completedcount: "int",
+    },
+    [cfg.activityAggTable]: {
+      activity_type: "text",
+      activity_id: "text",
+      context_id: "text",
+      user_id: "text",
+      aggregates: "map<text, double>",
+      agg_last_updated: "map<text, timestamp>",
+    },
+    [cfg.enrolmentsTable]: {
+      ...key,
+      status: "int",
+      progress: "int",
+      datetime: "timestamp",
+      completedon: "timestamp",
+      contentstatus: "map<text, int>",
+    },
+  };
+}
+
+/**
+ * Checks that the keyspace, the three tables and every column the job reads
+ * or writes exist with the expected types. Returns the problems found (empty
+ * when the schema fits). Reads `system_schema`, which every Cassandra ≥ 3 has.
+ */
+export async function verifySchema(
+  client: cassandra.Client,
+  cfg: CassandraConfig,
+): Promise<string[]> {
+  const problems: string[] = [];
+  const ks = await client.execute(
+    "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = ?",
+    [cfg.keyspace],
+    { prepare: true },
+  );
+  if (ks.rowLength === 0) return [`keyspace ${cfg.keyspace} does not exist`];
+
+  const cols = await client.execute(
+    "SELECT table_name, column_name, type FROM system_schema.columns WHERE keyspace_name = ?",
+    [cfg.keyspace],
+    { prepare: true, fetchSize: 10_000 },
+  );
+  const actual = new Map<string, Map<string, string>>();
+  for await (const row of cols) {
+    const table = row.get("table_name") as string;
+    if (!actual.has(table)) actual.set(table, new Map());
+    actual.get(table)!.set(row.get("column_name"), row.get("type"));
+  }
+  for (const [table, columns] of Object.entries(expectedSchema(cfg))) {
+    const found = actual.get(table);
+    if (!found) {
+      problems.push(`table ${cfg.keyspace}.${table} does not exist`);
+      continue;
+    }
+    for (const [column, type] of Object.entries(columns)) {
+      const foundType = found.get(column);
+      if (foundType === undefined) {
+        problems.push(`column ${cfg.keyspace}.${table}.${column} does not exist`);
+      } else if (normaliseType(foundType) !== normaliseType(type)) {
+        problems.push(
+          `column ${cfg.keyspace}.${table}.${column} has type ${foundType}, expected ${type}`,
+        );
+      }
+    }
+  }
+  return problems;
+}
+
+/** `map<text,int>` and `map<text, int>` are the same type; `varchar` is `text`. */
+function normaliseType(type: string): string {
+  return type.replace(/\s+/g, "").replace(/\bvarchar\b/g, "text").toLowerCase();
+}
+
+/** Connects, runs {@linkcode verifySchema} and disconnects: for the `check` command. */
+export async function checkCassandraSchema(cfg: CassandraConfig): Promise<string[]> {
+  const client = createClient(cfg);
+  try {
+    await client.connect();
+    return await verifySchema(client, cfg);
+  } catch (error) {
+    return [`cassandra at ${cfg.contactPoints.join(",")}:${cfg.port}: ${(error as Error).message}`];
+  } finally {
+    await client.shutdown().catch(() => {});
+  }
+}

@@ -1,0 +1,265 @@
+/**
+ * The Redis ports on ioredis: the relation cache (course structure sets,
+ * read-only) and the de-duplication store (checksums), each on its own
+ * connection because each lives in its own database. Every call is one
+ * pipelined round trip. Also a small in-process TTL cache in front of the
+ * relation cache.
+ *
+ * Clients fail fast while Redis is down (no offline queue, a command timeout)
+ * instead of queueing forever: the job's retry loop pauses the stage, and
+ * ioredis reconnects on its own when Redis returns.
+ *
+ * @module
+ */
+
+import { Redis } from "ioredis";
+import type { Config, RedisTarget } from "./config.ts";
+import { type Clock, type DedupStore, type RelationCache, systemClock } from "./ports.ts";
+
+/** Options of {@linkcode connectRedis}. */
+export interface RedisClientOptions {
+  /** Milliseconds a command may take before it fails (default 5000). */
+  commandTimeoutMs?: number;
+  /** Milliseconds a connection attempt may take (default 5000). */
+  connectTimeoutMs?: number;
+  /**
+   * Told about connection errors (ioredis keeps reconnecting after each);
+   * without it they are dropped, since the failing commands report them too.
+   */
+  onError?: (error: Error) => void;
+}
+
+/**
+ * Connects a client to `target` and waits until it is ready. Throws an error
+ * naming the server when it is unreachable, so start-up fails clearly.
+ */
+export async function connectRedis(
+  target: RedisTarget,
+  opts: RedisClientOptions = {},
+): Promise<Redis> {
+  let lastError: Error | undefined;
+  const client = new Redis({
+    host: target.host,
+    port: target.port,
+    db: target.db,
+    // Connect explicitly below, so an unreachable server fails start-up.
+    lazyConnect: true,
+    // While disconnected, reject commands at once instead of queueing them:
+    // the job's retry loop owns waiting (with backoff and metrics).
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: opts.commandTimeoutMs ?? 5000,
+    connectTimeout: opts.connectTimeoutMs ?? 5000,
+    // Reconnect forever, at most every 2 s: an outage pauses the job, never ends it.
+    retryStrategy: (times) => Math.min(times * 100, 2000),
+  });
+  // Without a listener ioredis prints every connection error to the console.
+  client.on("error", (error: Error) => {
+    lastError = error;
+    opts.onError?.(error);
+  });
+  try {
+    await client.connect();
+  } catch (error) {
+    client.disconnect();
+    const reason = lastError?.message ?? (error as Error).message;
+    throw new Error(
+      `redis at ${target.host}:${target.port} (db ${target.db}) is unreachable: ${reason}`,
+      { cause: lastError ?? error },
+    );
+  }
+  return client;
+}
+
+/** Closes `client` politely, or at once when Redis is not answering. */
+export async function closeRedis(client: Redis): Promise<void> {
+  if (client.status === "end") return;
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect();
+  }
+}
+
+/**
+ * Runs `pipeline` and returns each command's reply, throwing the first
+ * command error: ioredis reports per-command errors inside the result.
+ */
+async function replies(pipeline: ReturnType<Redis["pipeline"]>): Promise<unknown[]> {
+  const results = await pipeline.exec();
+  if (results === null) throw new Error("redis: pipeline was discarded");
+  return results.map(([error, reply]) => {
+    if (error) throw error;
+    return reply;
+  });
+}
+
+/** Course structure sets from the relation cache database (SMEMBERS, pipelined). */
+export class RedisRelationCache implements RelationCache {
+  readonly #client: Redis;
+
+  /** Uses `client`, already selected on the relation cache database. */
+  constructor(client: Redis) {
+    this.#client = client;
+  }
+
+  /** Connects to the relation cache server and database of `config`. */
+  static async connect(
+    config: Config["relationCache"],
+    opts?: RedisClientOptions,
+  ): Promise<RedisRelationCache> {
+    return new RedisRelationCache(await connectRedis(config, opts));
+  }
+
+  /** Members of each set in one round trip; a missing key is an empty set. */
+  async members(keys: string[]): Promise<Map<string, string[]>> {
+    const result = new Map<string, string[]>();
+    if (keys.length === 0) return result;
+    const pipeline = this.#client.pipeline();
+    for (const key of keys) pipeline.smembers(key);
+    const sets = await replies(pipeline);
+    keys.forEach((key, i) => result.set(key, sets[i] as string[]));
+    return result;
+  }
+
+  /** Closes the connection. */
+  async close(): Promise<void> {
+    await closeRedis(this.#client);
+  }
+}
+
+/** Checksums in the de-duplication database: plain string keys with an expiry. */
+export class RedisDedupStore implements DedupStore {
+  readonly #client: Redis;
+  readonly #expirySeconds: number;
+
+  /** Uses `client`, already selected on the de-duplication database. */
+  constructor(client: Redis, expirySeconds: number) {
+    this.#client = client;
+    this.#expirySeconds = expirySeconds;
+  }
+
+  /** Connects to the de-duplication server and database of `config`. */
+  static async connect(
+    config: Config["dedup"],
+    opts?: RedisClientOptions,
+  ): Promise<RedisDedupStore> {
+    return new RedisDedupStore(await connectRedis(config, opts), config.expirySeconds);
+  }
+
+  /**
+   * The checksums already stored, in one round trip. One EXISTS per key,
+   * because EXISTS with several keys answers only how many exist.
+   */
+  async existing(checksums: string[]): Promise<Set<string>> {
+    const found = new Set<string>();
+    if (checksums.length === 0) return found;
+    const pipeline = this.#client.pipeline();
+    for (const sum of checksums) pipeline.exists(sum);
+    const counts = await replies(pipeline);
+    checksums.forEach((sum, i) => {
+      if (counts[i] === 1) found.add(sum);
+    });
+    return found;
+  }
+
+  /** Stores the checksums (value "", the configured expiry) in one round trip. */
+  async store(checksums: string[]): Promise<void> {
+    if (checksums.length === 0) return;
+    const pipeline = this.#client.pipeline();
+    for (const sum of checksums) pipeline.set(sum, "", "EX", this.#expirySeconds);
+    await replies(pipeline);
+  }
+
+  /** Closes the connection. */
+  async close(): Promise<void> {
+    await closeRedis(this.#client);
+  }
+}
+
+/** Options of {@linkcode LocalTtlRelationCache}. */
+export interface LocalCacheOptions {
+  /** How long a set is kept, in ms (`RELATION_CACHE_LOCAL_TTL`). */
+  ttlMs: number;
+  /** Most sets kept; the oldest are dropped first (default 100000). */
+  maxEntries?: number;
+  clock?: Clock;
+}
+
+/**
+ * An in-process cache in front of a {@linkcode RelationCache}: course
+ * structure changes rarely and is read for every enrolment, so a short TTL
+ * saves most round trips. Only non-empty sets are cached: an empty answer may
+ * be a course structure not yet written, which must be seen once it appears.
+ */
+export class LocalTtlRelationCache implements RelationCache {
+  readonly #inner: RelationCache;
+  readonly #ttlMs: number;
+  readonly #maxEntries: number;
+  readonly #clock: Clock;
+  /** Insertion order is expiry order (one TTL for all), so the first entries go first. */
+  readonly #entries = new Map<string, { members: string[]; expiresAt: number }>();
+
+  /** Wraps `inner`; see {@linkcode LocalCacheOptions}. */
+  constructor(inner: RelationCache, opts: LocalCacheOptions) {
+    this.#inner = inner;
+    this.#ttlMs = opts.ttlMs;
+    this.#maxEntries = opts.maxEntries ?? 100_000;
+    this.#clock = opts.clock ?? systemClock;
+  }
+
+  /** Cached sets where fresh; the rest from the inner cache in one call. */
+  async members(keys: string[]): Promise<Map<string, string[]>> {
+    const now = this.#clock.now();
+    this.#evictExpired(now);
+    const result = new Map<string, string[]>();
+    const missing: string[] = [];
+    for (const key of keys) {
+      const entry = this.#entries.get(key);
+      if (entry) result.set(key, entry.members);
+      else missing.push(key);
+    }
+    if (missing.length === 0) return result;
+    const fetched = await this.#inner.members(missing);
+    const expiresAt = this.#clock.now() + this.#ttlMs;
+    for (const key of missing) {
+      const members = fetched.get(key) ?? [];
+      result.set(key, members);
+      if (members.length > 0) {
+        this.#entries.delete(key); // re-insert at the end, keeping expiry order
+        this.#entries.set(key, { members, expiresAt });
+      }
+    }
+    while (this.#entries.size > this.#maxEntries) {
+      this.#entries.delete(this.#entries.keys().next().value!);
+    }
+    return result;
+  }
+
+  /** Number of sets held, for tests and diagnostics. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  #evictExpired(now: number): void {
+    for (const [key, entry] of this.#entries) {
+      if (entry.expiresAt > now) break;
+      this.#entries.delete(key);
+    }
+  }
+}
+
+/**
+ * The relation cache of `config`: Redis, behind the in-process cache unless
+ * `localTtlMs` is 0. `close` closes the Redis connection.
+ */
+export async function connectRelationCache(
+  config: Config["relationCache"],
+  opts: RedisClientOptions & { clock?: Clock } = {},
+): Promise<{ cache: RelationCache; close: () => Promise<void> }> {
+  const redis = await RedisRelationCache.connect(config, opts);
+  const cache = config.localTtlMs > 0
+    ? new LocalTtlRelationCache(redis, { ttlMs: config.localTtlMs, clock: opts.clock })
+    : redis;
+  return { cache, close: () => redis.close() };
+}

@@ -1,0 +1,373 @@
+import assert from "node:assert/strict";
+import { unitChecksum } from "../../lib/checksum.ts";
+import { processWindow } from "../../lib/pipeline.ts";
+import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
+import { enrolmentUpdate, immediateRetry, Outage, stubWorld, windowOf } from "../stubs.ts";
+
+function exampleWorld(opts: Parameters<typeof stubWorld>[0] = {}) {
+  const world = stubWorld({ sets: exampleSets(), ...opts });
+  for (const row of EXAMPLE_ROWS) world.progress.seedConsumption(EXAMPLE_KEY, row);
+  world.progress.seedEnrolment(EXAMPLE_KEY, 1);
+  return world;
+}
+const exampleEvent = enrolmentUpdate(EXAMPLE_KEY, EXAMPLE_CONTENTS);
+const edataType = (v: Record<string, unknown>) => (v.edata as { type: string }).type;
+const objectId = (v: Record<string, unknown>) => (v.object as { id: string }).id;
+
+Deno.test("SPEC §12's worked example, end to end through the pipeline", async () => {
+  const { deps, progress, sink, dedup, clock } = exampleWorld();
+  const summary = await processWindow(windowOf([exampleEvent]), deps);
+
+  // Counters: only the window's contents are written.
+  const rows = progress.consumption.get("U-1|C1|B1")!;
+  assert.deepEqual(rows.get("R2"), { contentId: "R2", status: 1, viewCount: 1, completedCount: 1 });
+  assert.deepEqual(rows.get("R3"), { contentId: "R3", status: 1, viewCount: 3, completedCount: 1 });
+  assert.deepEqual(rows.get("R1"), EXAMPLE_ROWS[0]);
+  assert.equal(rows.has("R4"), false);
+  assert.deepEqual(
+    progress.writeLog[0].counters.map((c) => c.contentId),
+    ["R2", "R3"],
+  );
+
+  // Aggregates: course 3, U1 2, U2 1.
+  assert.equal(progress.aggregate("C1", "B1", "U-1"), 3);
+  assert.equal(progress.aggregate("U1", "B1", "U-1"), 2);
+  assert.equal(progress.aggregate("U2", "B1", "U-1"), 1);
+  assert.equal(progress.aggregates.size, 3);
+
+  // Enrolment completed.
+  const enrolment = progress.enrolments.get("U-1|C1|B1")!;
+  assert.equal(enrolment.status, 2);
+  assert.equal(enrolment.progress, 3);
+  assert.deepEqual(enrolment.contentStatus, { R1: 2, R2: 2, R3: 2 });
+  assert.equal(enrolment.completedOn, clock.now());
+
+  // One certificate event and four AUDIT events.
+  const certs = sink.on("cert");
+  assert.equal(certs.length, 1);
+  assert.deepEqual(certs[0].edata, {
+    userIds: ["U-1"],
+    action: "issue-certificate",
+    iteration: 1,
+    trigger: "auto-issue",
+    batchId: "B1",
+    reIssue: false,
+    courseId: "C1",
+  });
+  assert.deepEqual(certs[0].object, { id: "B1_C1", type: "CourseCertificateGeneration" });
+  assert.match(certs[0].mid as string, new RegExp(`^LP\\.${clock.now()}\\.id-\\d+$`));
+  const audits = sink.on("audit");
+  assert.deepEqual(
+    audits.map((a) => `${objectId(a)}:${edataType(a)}`).sort(),
+    ["R2:complete", "R2:start", "R3:complete", "U-1:enrol-complete"],
+  );
+  const r2Complete = audits.find((a) => objectId(a) === "R2" && edataType(a) === "complete")!;
+  assert.deepEqual(r2Complete.edata, { type: "complete", props: ["viewcount", "completedcount"] });
+  assert.deepEqual(r2Complete.object, { id: "R2", type: "Content", rollup: { l1: "C1" } });
+  assert.deepEqual(r2Complete.actor, { id: "U-1", type: "User" });
+  assert.deepEqual((r2Complete.context as { cdata: unknown }).cdata, [{
+    type: "CourseBatch",
+    id: "B1",
+  }]);
+  const enrolComplete = audits.find((a) => edataType(a) === "enrol-complete")!;
+  assert.deepEqual((enrolComplete.context as { cdata: unknown }).cdata, [
+    { type: "CourseBatch", id: "B1" },
+    { type: "Course", id: "C1" },
+  ]);
+  assert.ok(sink.events.every((e) => e.key === "U-1"));
+  assert.equal(sink.on("failed").length, 0);
+
+  // Two checksums, with the configured expiry.
+  assert.deepEqual(
+    [...dedup.keys.keys()].sort(),
+    [
+      unitChecksum({ ...EXAMPLE_KEY, contentId: "R2" }),
+      unitChecksum({ ...EXAMPLE_KEY, contentId: "R3" }),
+    ].sort(),
+  );
+  assert.ok([...dedup.keys.values()].every((ttl) => ttl === 604800));
+  assert.equal(summary.processed, 1);
+  assert.equal(summary.completions, 1);
+});
+
+Deno.test("the certificate pair is acknowledged before the status-2 write", async () => {
+  const world = exampleWorld();
+  const order: string[] = [];
+  const send = world.sink.send.bind(world.sink);
+  world.sink.send = (events) => {
+    order.push(`send:${events.map((e) => e.topic).join(",")}`);
+    return send(events);
+  };
+  const write = world.progress.writeEnrolments.bind(world.progress);
+  world.progress.writeEnrolments = (writes) => {
+    order.push(`enrolment:${writes.map((w) => w.statusChange?.status).join(",")}`);
+    return write(writes);
+  };
+  await processWindow(windowOf([exampleEvent]), world.deps);
+  assert.equal(order.length, 2);
+  assert.match(order[0], /^send:.*cert/);
+  assert.equal(order[1], "enrolment:2");
+});
+
+Deno.test("the same event replayed changes nothing", async () => {
+  const { deps, progress, sink, dedup } = exampleWorld();
+  await processWindow(windowOf([exampleEvent]), deps);
+  const before = structuredClone({
+    rows: [...progress.consumption.get("U-1|C1|B1")!],
+    enrolment: progress.enrolments.get("U-1|C1|B1"),
+    aggregates: [...progress.aggregates],
+    events: sink.events.length,
+    checksums: [...dedup.keys],
+  });
+  const summary = await processWindow(windowOf([exampleEvent]), deps);
+  assert.equal(summary.duplicates, 2);
+  assert.equal(summary.processed, 0);
+  assert.deepEqual({
+    rows: [...progress.consumption.get("U-1|C1|B1")!],
+    enrolment: progress.enrolments.get("U-1|C1|B1"),
+    aggregates: [...progress.aggregates],
+    events: sink.events.length,
+    checksums: [...dedup.keys],
+  }, before);
+  assert.equal(await deps.metrics.value("duplicateUnits"), 2);
+});
+
+Deno.test("repeats within one window count once with dedup on", async () => {
+  const { deps, progress, sink } = exampleWorld();
+  const r2 = enrolmentUpdate(EXAMPLE_KEY, [{ contentId: "R2", status: 2 }]);
+  const summary = await processWindow(windowOf([r2, r2, r2]), deps);
+  assert.equal(summary.duplicates, 2);
+  assert.deepEqual(progress.consumption.get("U-1|C1|B1")!.get("R2"), {
+    contentId: "R2",
+    status: 1,
+    viewCount: 1,
+    completedCount: 1,
+  });
+  assert.equal(sink.on("audit").length, 2); // start + complete, once
+});
+
+Deno.test("with dedup off every unit counts, repeats included, and no checksum is stored", async () => {
+  const { deps, progress, dedup, sink } = exampleWorld({ settings: { dedupEnabled: false } });
+  const r3 = enrolmentUpdate(EXAMPLE_KEY, [{ contentId: "R3", status: 2 }]);
+  await processWindow(windowOf([r3, r3]), deps);
+  assert.deepEqual(progress.consumption.get("U-1|C1|B1")!.get("R3"), {
+    contentId: "R3",
+    status: 1,
+    viewCount: 4,
+    completedCount: 2,
+  });
+  assert.equal(dedup.keys.size, 0);
+  assert.deepEqual(sink.on("audit").map(edataType), ["complete"]);
+  await processWindow(windowOf([r3]), deps);
+  assert.equal(progress.consumption.get("U-1|C1|B1")!.get("R3")!.viewCount, 5);
+});
+
+Deno.test("several events of one enrolment in one window are all applied, read and written once", async () => {
+  const { deps, progress, sink } = exampleWorld();
+  const events = ["R1", "R2", "R3"].map((contentId) =>
+    enrolmentUpdate(EXAMPLE_KEY, [{ contentId, status: 2 }])
+  );
+  await processWindow(windowOf(events), deps);
+  const rows = progress.consumption.get("U-1|C1|B1")!;
+  assert.deepEqual(
+    ["R1", "R2", "R3"].map((c) => [rows.get(c)!.viewCount, rows.get(c)!.completedCount]),
+    [[2, 2], [1, 1], [3, 1]],
+  );
+  assert.equal(progress.writeLog.length, 1);
+  assert.equal(progress.enrolments.get("U-1|C1|B1")!.status, 2);
+  assert.equal(sink.on("cert").length, 1);
+});
+
+Deno.test("missing structure of a Live collection fails only that enrolment", async () => {
+  const world = exampleWorld({ statuses: { C9: "Live" } });
+  const orphan = { userId: "U-2", courseId: "C9", batchId: "B9" };
+  const window = windowOf([
+    enrolmentUpdate(orphan, [{ contentId: "X1", status: 2 }, { contentId: "X2", status: 2 }]),
+    exampleEvent,
+  ]);
+  const summary = await processWindow(window, world.deps);
+
+  assert.equal(summary.failedEnrolments, 1);
+  assert.equal(summary.processed, 1);
+  const [failed] = world.sink.on("failed");
+  assert.equal(failed.eid, "BE_JOB_REQUEST");
+  assert.deepEqual(failed.edata, {
+    action: "batch-enrolment-update",
+    iteration: 1,
+    userId: "U-2",
+    courseId: "C9",
+    batchId: "B9",
+    contents: [{ contentId: "X1", status: 2 }, { contentId: "X2", status: 2 }],
+  });
+  const failure = failed.failure as Record<string, unknown>;
+  assert.equal(failure.stage, "course-structure");
+  assert.equal(failure.job, "activity-aggregate-updater");
+  assert.match(failure.reason as string, /C9.*Live/);
+  // No writes and no checksums for the failed enrolment; the other one went on.
+  assert.equal(world.progress.consumption.has("U-2|C9|B9"), false);
+  assert.ok(world.progress.writeLog.every((w) => w.counters.every((c) => c.key.userId !== "U-2")));
+  assert.equal(world.dedup.keys.size, 2);
+  assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
+  assert.equal(await world.metrics.value("failedEvents"), 1);
+});
+
+Deno.test("a failed enrolment's event is processed when re-published once the structure exists", async () => {
+  const world = stubWorld({ statuses: { C1: "Live" } });
+  world.progress.seedEnrolment(EXAMPLE_KEY, 1);
+  await processWindow(windowOf([enrolmentUpdate(EXAMPLE_KEY, EXAMPLE_CONTENTS)]), world.deps);
+  const [failed] = world.sink.on("failed");
+  for (const [k, v] of Object.entries(exampleSets())) world.relations.sets.set(k, v);
+  const summary = await processWindow(windowOf([failed]), world.deps);
+  assert.equal(summary.processed, 1);
+  assert.equal(world.progress.aggregate("C1", "B1", "U-1"), 2);
+});
+
+Deno.test("missing structure with an unknown collection or a failing lookup fails the enrolment", async () => {
+  for (const status of [undefined, new Error("search down")]) {
+    const world = stubWorld({ statuses: status ? { C9: status } : {} });
+    const summary = await processWindow(
+      windowOf([enrolmentUpdate({ userId: "U", courseId: "C9", batchId: "B" }, [{
+        contentId: "X",
+        status: 2,
+      }])]),
+      world.deps,
+    );
+    assert.equal(summary.failedEnrolments, 1);
+    assert.equal(world.dedup.keys.size, 0);
+    const reason = (world.sink.on("failed")[0].failure as { reason: string }).reason;
+    assert.match(reason, status ? /search down/ : /does not know it/);
+  }
+});
+
+Deno.test("missing structure of a Retired collection is skipped with checksums stored", async () => {
+  const world = stubWorld({ statuses: { C9: "Retired" } });
+  const key = { userId: "U-2", courseId: "C9", batchId: "B9" };
+  const summary = await processWindow(
+    windowOf([enrolmentUpdate(key, [{ contentId: "X1", status: 2 }])]),
+    world.deps,
+  );
+  assert.equal(summary.retired, 1);
+  assert.equal(world.progress.writeLog.length, 0);
+  assert.equal(world.sink.events.length, 0);
+  assert.deepEqual([...world.dedup.keys.keys()], [unitChecksum({ ...key, contentId: "X1" })]);
+  assert.equal(await world.metrics.value("retiredCollectionEvents"), 1);
+});
+
+Deno.test("the enrolment filter skips missing and completed enrolments, storing checksums", async () => {
+  for (const status of [null, 2] as const) {
+    const world = exampleWorld();
+    if (status === null) world.progress.enrolments.clear();
+    else world.progress.seedEnrolment(EXAMPLE_KEY, 2);
+    const summary = await processWindow(windowOf([exampleEvent]), world.deps);
+    assert.equal(summary.filtered, 1, `status ${status}`);
+    assert.equal(world.progress.writeLog.length, 0);
+    assert.equal(world.sink.events.length, 0);
+    assert.equal(world.dedup.keys.size, 2);
+  }
+});
+
+Deno.test("with the filter off, a missing enrolment is written", async () => {
+  const world = exampleWorld({ settings: { filterProcessedEnrolments: false } });
+  world.progress.enrolments.clear();
+  await processWindow(windowOf([exampleEvent]), world.deps);
+  const enrolment = world.progress.enrolments.get("U-1|C1|B1")!;
+  assert.equal(enrolment.status, 2);
+  assert.equal(enrolment.progress, 3);
+  assert.equal(world.sink.on("cert").length, 1);
+});
+
+Deno.test("an in-progress enrolment gets status 1, progress and a merged contentstatus", async () => {
+  const world = stubWorld({ sets: exampleSets() });
+  world.progress.seedEnrolment(EXAMPLE_KEY, 0);
+  world.progress.enrolments.get("U-1|C1|B1")!.contentStatus = { OLD: 1 };
+  // Upstream writes each content's state row before it publishes the event.
+  const completeUpstream = (contentId: string) =>
+    world.progress.seedConsumption(EXAMPLE_KEY, {
+      contentId,
+      status: 2,
+      viewCount: 0,
+      completedCount: 0,
+    });
+  completeUpstream("R1");
+  await processWindow(
+    windowOf([enrolmentUpdate(EXAMPLE_KEY, [{ contentId: "R1", status: 2 }])]),
+    world.deps,
+  );
+  const enrolment = world.progress.enrolments.get("U-1|C1|B1")!;
+  assert.equal(enrolment.status, 1);
+  assert.equal(enrolment.progress, 1);
+  assert.deepEqual(enrolment.contentStatus, { OLD: 1, R1: 2 });
+  assert.equal(enrolment.completedOn, undefined);
+  assert.equal(world.sink.on("cert").length, 0);
+  // Status already 1: the next in-progress write does not move status.
+  completeUpstream("R2");
+  await processWindow(
+    windowOf([enrolmentUpdate(EXAMPLE_KEY, [{ contentId: "R2", status: 2 }])]),
+    world.deps,
+  );
+  const last = world.progress.enrolmentWriteLog.at(-1)!;
+  assert.equal(last[0].statusChange, undefined);
+  assert.equal(last[0].progress, 2);
+  assert.deepEqual(enrolment.contentStatus, { OLD: 1, R1: 2, R2: 2 });
+});
+
+Deno.test("unit aggregates are written only when enabled", async () => {
+  const off = exampleWorld({ settings: { moduleAggsEnabled: false } });
+  await processWindow(windowOf([exampleEvent]), off.deps);
+  assert.deepEqual([...off.progress.aggregates.keys()], ["C1|cb:B1|U-1"]);
+  assert.ok(off.relations.calls.flat().every((k) => !k.endsWith(":ancestors")));
+  const on = exampleWorld();
+  await processWindow(windowOf([exampleEvent]), on.deps);
+  assert.deepEqual(
+    [...on.progress.aggregates.keys()].sort(),
+    ["C1|cb:B1|U-1", "U1|cb:B1|U-1", "U2|cb:B1|U-1"],
+  );
+});
+
+Deno.test("a failed message goes to the failed topic with its original value", async () => {
+  const world = exampleWorld();
+  const summary = await processWindow(
+    windowOf(["not json", { edata: { action: "batch-enrolment-update", userId: "U" } }, {
+      edata: { action: "other" },
+    }]),
+    world.deps,
+  );
+  assert.equal(summary.failedMessages, 2);
+  assert.equal(summary.skippedMessages, 1);
+  const [text, object] = world.sink.on("failed");
+  assert.equal(text.value, "not json");
+  assert.equal((text.failure as { stage: string }).stage, "input");
+  assert.deepEqual((object.edata as { userId: string }).userId, "U");
+  assert.match((object.failure as { reason: string }).reason, /edata\.courseId/);
+  assert.equal(await world.metrics.value("skippedEvents"), 1);
+});
+
+Deno.test("a store failing mid-window: nothing is committed, and the retried window is applied", async () => {
+  const world = exampleWorld();
+  world.sink.failNext();
+  await assert.rejects(processWindow(windowOf([exampleEvent]), world.deps), Outage);
+  assert.equal(world.dedup.keys.size, 0);
+  assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 1);
+  assert.equal(world.sink.events.length, 0);
+
+  await processWindow(windowOf([exampleEvent]), world.deps);
+  assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
+  assert.equal(world.sink.on("cert").length, 1);
+  assert.equal(world.dedup.keys.size, 2);
+});
+
+Deno.test("a stage retried through an outage applies the window exactly once", async () => {
+  const world = exampleWorld();
+  const failed: string[] = [];
+  world.deps.retry = immediateRetry(failed);
+  world.progress.failNext(2);
+  world.progress.failEnrolmentWriteCall = 0;
+  world.dedup.failNext();
+  await processWindow(windowOf([exampleEvent]), world.deps);
+  assert.deepEqual(failed, ["dedup-check", "read-state", "read-state", "write-completions"]);
+  const rows = world.progress.consumption.get("U-1|C1|B1")!;
+  assert.equal(rows.get("R3")!.viewCount, 3);
+  assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
+  assert.equal(world.sink.on("cert").length, 1);
+  assert.equal(world.dedup.keys.size, 2);
+});
