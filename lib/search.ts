@@ -77,7 +77,10 @@ export class SearchCollectionStatus implements CollectionStatusLookup {
     this.#cache.delete(courseId);
 
     const status = await this.#withRetries(courseId);
-    this.#cache.set(courseId, { status, expiresAt: this.#clock.now() + this.#cfg.statusCacheTtlMs });
+    this.#cache.set(courseId, {
+      status,
+      expiresAt: this.#clock.now() + this.#cfg.statusCacheTtlMs,
+    });
     return status;
   }
 
