@@ -30,6 +30,7 @@
 import { Kafka, logLevel } from "npm:kafkajs@2.2.4";
 // deno-lint-ignore no-import-prefix
 import cassandra from "npm:cassandra-driver@4.8.0";
+import process from "node:process";
 
 /** A topic to create, and the partitions it must have at least. */
 export interface TopicSpec {
@@ -332,9 +333,16 @@ export async function provision(opts: ProvisionOptions = {}): Promise<ProvisionR
       if (opts.waitOnly) return;
       const keyspace = opts.keyspace ?? (env.LMS_CASSANDRA_KEYSPACE || SCHEMA_KEYSPACE);
       const statements = splitCql(schemaFor(opts.schema ?? await readSchema(), keyspace));
+      const tables = async () =>
+        (await client.execute(
+          "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?",
+          [keyspace],
+        )).rows.map((r) => String(r.table_name));
+      const before = new Set(await tables());
       for (const statement of statements) await client.execute(statement);
       result.statements = statements.length;
-      log(`cassandra: schema applied (${statements.length} statements, keyspace ${keyspace})`);
+      const created = (await tables()).filter((t) => !before.has(t));
+      if (created.length > 0) log(`cassandra: created ${keyspace}.{${created.join(",")}}`);
     } finally {
       await client.shutdown();
     }
@@ -390,7 +398,24 @@ export function parseArgs(args: string[]): ProvisionOptions {
   return opts;
 }
 
+/**
+ * Drops Node's `TimeoutNegativeWarning`, which kafkajs 2.2.4 triggers on every
+ * connection (its request queue calls `setTimeout` with a negative delay when
+ * not throttled; harmless, the delay becomes 1 ms).
+ */
+function muteKafkajsTimerWarning(): void {
+  const emitWarning = process.emitWarning.bind(process);
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const type = typeof rest[0] === "string"
+      ? rest[0]
+      : (rest[0] as { type?: string } | undefined)?.type;
+    if (type === "TimeoutNegativeWarning") return;
+    (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
 if (import.meta.main) {
+  muteKafkajsTimerWarning();
   try {
     const opts = parseArgs(Deno.args);
     opts.log = (line) => console.error(`provision: ${line}`);

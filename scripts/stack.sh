@@ -163,6 +163,14 @@ service_pid() {
   return 1
 }
 
+# True while the process runs. A zombie counts as gone: the init process of some
+# machines (this VM's, for one) reaps orphans only every second or so.
+alive() {
+  local state
+  state="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+  [[ "$state" != Z* ]]
+}
+
 port_open() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 # Starts "$@" detached in its own session (so it outlives this script and the
@@ -285,7 +293,10 @@ wait_kafka() {
   # The port opens before the broker serves requests; provision.ts then waits
   # for a metadata request to succeed.
   wait_for kafka "$KAFKA_TIMEOUT" "port_open $KAFKA_PORT" "$logs/server.log" "$logs/stdout.log"
-  provision_cmd --only=kafka --wait-only --timeout="$KAFKA_TIMEOUT" ||
+  # Someone else's process on our port gets a short try, not the full timeout.
+  local limit="$KAFKA_TIMEOUT"
+  service_pid kafka >/dev/null || limit=10
+  provision_cmd --only=kafka --wait-only --timeout="$limit" ||
     { log_tail "$logs/server.log" "$logs/stdout.log"; die "kafka did not answer a metadata request"; }
 }
 
@@ -305,7 +316,7 @@ start_cassandra() {
   need_java
   local lib dir="$STACK/cassandra" logs="$STACK/logs/cassandra" jamm
   lib="$(cassandra_lib)"
-  mkdir -p "$dir/data" "$logs" "$STACK/run"
+  mkdir -p "$dir/data" "$dir/triggers" "$logs" "$STACK/run"
   # Cassandra measures memtable sizes with the jamm agent from its own deps.
   jamm="$(find "$lib" -maxdepth 1 -name 'jamm-*.jar' | head -n1)"
   [ -n "$jamm" ] || die "no jamm jar in $lib"
@@ -317,6 +328,7 @@ start_cassandra() {
     # data/, commitlog/, hints/, saved_caches/ go under here (cassandra.yaml lists none).
     "-Dcassandra.storagedir=$dir/data"
     "-Dcassandra.logdir=$logs"
+    "-Dcassandra.triggers_dir=$dir/triggers"
     "-Dlogback.configurationFile=file://$CONF/logback.xml"
     "-Dcassandra.jmx.local.port=$CASSANDRA_JMX_PORT"
     # Stay attached to stdout: spawn() detaches and redirects it.
@@ -403,7 +415,7 @@ stop_service() {
   # shutdown, Cassandra drains (flushes memtables) in its shutdown hook.
   kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     if [ "$SECONDS" -ge "$deadline" ]; then
       log "$svc: still running ${STOP_TIMEOUT}s after SIGTERM, killing pid $pid"
       kill -KILL "$pid" 2>/dev/null || true
