@@ -58,6 +58,7 @@ export interface Config {
     retries: number;
   };
   retry: { initialBackoffMs: number; maxBackoffMs: number };
+  httpHost: string;
   httpPort: number;
   logLevel: LogLevel;
   shutdownTimeoutMs: number;
@@ -138,6 +139,7 @@ export function loadConfig(env: Env): Config {
       initialBackoffMs: read.duration("RETRY_BACKOFF_INITIAL", 200),
       maxBackoffMs: read.duration("RETRY_BACKOFF_MAX", 30_000),
     },
+    httpHost: read.string("HTTP_HOST", "0.0.0.0"),
     httpPort: read.port("HTTP_PORT", 9464, { allowZero: true }),
     logLevel: read.oneOf("LOG_LEVEL", LOG_LEVELS, "info"),
     shutdownTimeoutMs: read.duration("SHUTDOWN_TIMEOUT", 25_000),

@@ -11,14 +11,14 @@
  * @module
  */
 
-import { getLogger } from "@logtape/logtape";
+import { logger } from "./log.ts";
 import { parseMessage } from "./event.ts";
 import type { JobMetrics } from "./metrics.ts";
 import type { WindowSummary } from "./pipeline.ts";
 import type { Clock, InputMessage, InputSource } from "./ports.ts";
 import { type Window, WindowBuilder, type WindowLimits } from "./window.ts";
 
-const log = getLogger(["activity-aggregate-updater", "runner"]);
+const log = logger("runner");
 
 /** What the runner drives. */
 export interface RunnerDeps {

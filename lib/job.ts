@@ -1,0 +1,166 @@
+/**
+ * Assembles the running job from its configuration: connects every adapter
+ * (waiting out services that are not up yet), wires the pipeline into the
+ * consumer loop, and closes everything on the way out.
+ *
+ * @module
+ */
+
+import { type Retry, retryUntilAborted } from "./async.ts";
+import { connectProgressStore } from "./cassandra.ts";
+import type { Config } from "./config.ts";
+import type { Health } from "./http.ts";
+import { KafkaInput, kafkaClient, KafkaSink } from "./kafka.ts";
+import { logger } from "./log.ts";
+import type { JobMetrics } from "./metrics.ts";
+import { type PipelineDeps, processWindow } from "./pipeline.ts";
+import { systemClock } from "./ports.ts";
+import { connectRelationCache, RedisDedupStore } from "./redis.ts";
+import { Runner } from "./runner.ts";
+import { SearchCollectionStatus } from "./search.ts";
+import { VERSION } from "./version.ts";
+
+const log = logger("job");
+
+/** Partition reads in flight at once per window. */
+const READ_CONCURRENCY = 32;
+
+/** A started job. */
+export interface RunningJob {
+  runner: Runner;
+  /** Resolves after a graceful stop; rejects on a permanent failure. */
+  done: Promise<void>;
+  /** Stops consuming, finishes or abandons the window in flight, closes connections. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Connects and starts consuming. Services that are down at start-up are
+ * waited for with backoff until `signal` aborts; a permanent error (a missing
+ * table, bad credentials) rejects at once.
+ */
+export async function startJob(
+  config: Config,
+  metrics: JobMetrics,
+  health: Health,
+  signal: AbortSignal,
+): Promise<RunningJob> {
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    for (const close of closers.reverse()) {
+      await close().catch((e) => log.warn("close failed: {error}", { error: String(e) }));
+    }
+  };
+  const startupRetry = retryWithHealth(config, metrics, health, signal);
+  try {
+    const progress = await startupRetry(
+      "connect-cassandra",
+      () => connectProgressStore(config.cassandra, config.writeBatchSize),
+    );
+    closers.push(() => progress.close());
+    const relations = await startupRetry(
+      "connect-relation-cache",
+      () => connectRelationCache(config.relationCache),
+    );
+    closers.push(relations.close);
+    const dedup = await startupRetry("connect-dedup", () => RedisDedupStore.connect(config.dedup));
+    closers.push(() => dedup.close());
+
+    const kafka = kafkaClient(config.kafka, `activity-aggregate-updater-${VERSION}`);
+    const sink = new KafkaSink(kafka);
+    await startupRetry("connect-kafka-producer", () => sink.connect());
+    closers.push(() => sink.disconnect());
+    const input = new KafkaInput(kafka, {
+      groupId: config.kafka.groupId,
+      topic: config.kafka.inputTopic,
+      metrics,
+    });
+    await startupRetry("connect-kafka-consumer", () => input.connect());
+    closers.push(() => input.disconnect());
+
+    const deps: Omit<PipelineDeps, "retry"> = {
+      progress,
+      relations: relations.cache,
+      dedup,
+      collections: new SearchCollectionStatus(config.search),
+      sink,
+      clock: systemClock,
+      newId: () => crypto.randomUUID(),
+      metrics,
+      settings: {
+        dedupEnabled: config.dedup.enabled,
+        moduleAggsEnabled: config.moduleAggsEnabled,
+        filterProcessedEnrolments: config.filterProcessedEnrolments,
+        readConcurrency: READ_CONCURRENCY,
+        topics: {
+          audit: config.kafka.auditTopic,
+          certIssue: config.kafka.certIssueTopic,
+          failed: config.kafka.failedTopic,
+        },
+      },
+    };
+    const runner = new Runner({
+      source: input,
+      clock: systemClock,
+      limits: config.window,
+      metrics,
+      process: (window, windowSignal) =>
+        processWindow(window, {
+          ...deps,
+          retry: retryWithHealth(config, metrics, health, windowSignal),
+        }),
+    });
+    const done = runner.run();
+    health.markConnected();
+    log.info("consuming {topic} as group {groupId}", {
+      topic: config.kafka.inputTopic,
+      groupId: config.kafka.groupId,
+    });
+    let stopped: Promise<void> | null = null;
+    return {
+      runner,
+      done: done.finally(() => stopped ?? closeAll()),
+      stop() {
+        stopped ??= (async () => {
+          health.markStopping();
+          await runner.stop(config.shutdownTimeoutMs);
+          await closeAll();
+        })();
+        return stopped;
+      },
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+/** The job's retry: backoff until `signal` aborts, reporting outages in logs, metrics and health. */
+function retryWithHealth(
+  config: Config,
+  metrics: JobMetrics,
+  health: Health,
+  signal: AbortSignal,
+): Retry {
+  return retryUntilAborted({
+    initialMs: config.retry.initialBackoffMs,
+    maxMs: config.retry.maxBackoffMs,
+    signal,
+    onFailure(stage, error, attempt, delayMs) {
+      metrics.inc("retries");
+      metrics.outage.set({ stage }, 1);
+      health.setOutage(stage, true);
+      log.warn("{stage} failed (attempt {attempt}), retrying in {delayMs} ms: {error}", {
+        stage,
+        attempt,
+        delayMs,
+        error: String(error),
+      });
+    },
+    onRecovery(stage, attempts) {
+      metrics.outage.set({ stage }, 0);
+      health.setOutage(stage, false);
+      log.info("{stage} recovered after {attempts} attempts", { stage, attempts });
+    },
+  });
+}

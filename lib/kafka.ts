@@ -1,0 +1,202 @@
+/**
+ * Kafka adapters on KafkaJS: the input topic as an {@linkcode InputSource}
+ * with manual commits, and the output topics as an {@linkcode EventSink} that
+ * resolves only once every in-sync replica has the events.
+ *
+ * @module
+ */
+
+import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
+import type { Config } from "./config.ts";
+import { logger } from "./log.ts";
+import type { JobMetrics } from "./metrics.ts";
+import {
+  type CommitOffset,
+  type EventSink,
+  type InputMessage,
+  type InputSource,
+  type OutputEvent,
+  PermanentError,
+} from "./ports.ts";
+
+const log = logger("kafka");
+
+/** KafkaJS errors that retrying cannot cure: wrong credentials or missing rights. */
+const PERMANENT_KAFKA_ERRORS = new Set([
+  "SASL_AUTHENTICATION_FAILED",
+  "TOPIC_AUTHORIZATION_FAILED",
+  "GROUP_AUTHORIZATION_FAILED",
+  "CLUSTER_AUTHORIZATION_FAILED",
+  "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+]);
+
+/** A KafkaJS client for the configured brokers, logging through the job's logger. */
+export function kafkaClient(config: Config["kafka"], clientId: string): Kafka {
+  return new Kafka({
+    clientId,
+    brokers: config.brokers,
+    connectionTimeout: 3000,
+    requestTimeout: 30000,
+    // Short client-level retries: the job's own retry loop handles long outages.
+    retry: { retries: 3, initialRetryTime: 200, maxRetryTime: 5000 },
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ level, log: entry }) => {
+      const { message, ...fields } = entry;
+      const text = `kafkajs: ${message}`;
+      if (level <= logLevel.ERROR) log.error(text, fields);
+      else if (level === logLevel.WARN) log.warn(text, fields);
+      else log.debug(text, fields);
+    },
+  });
+}
+
+/** Rethrows KafkaJS errors that retrying cannot cure as {@linkcode PermanentError}. */
+function classify(error: unknown): never {
+  const type = (error as { type?: string }).type;
+  if (type && PERMANENT_KAFKA_ERRORS.has(type)) {
+    throw new PermanentError(`Kafka: ${type}: ${(error as Error).message}`);
+  }
+  throw error;
+}
+
+/** How often a blocked message handler keeps the group membership alive. */
+const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
+
+/** The input topic, consumed in a group with commits made only by the job. */
+export class KafkaInput implements InputSource {
+  readonly #consumer: Consumer;
+  readonly #topic: string;
+
+  constructor(kafka: Kafka, opts: { groupId: string; topic: string; metrics?: JobMetrics }) {
+    this.#topic = opts.topic;
+    this.#consumer = kafka.consumer({
+      groupId: opts.groupId,
+      allowAutoTopicCreation: false,
+      sessionTimeout: 30000,
+      heartbeatInterval: 3000,
+    });
+    const { events } = this.#consumer;
+    this.#consumer.on(events.END_BATCH_PROCESS, ({ payload }) => {
+      opts.metrics?.consumerLag.set(
+        { topic: payload.topic, partition: String(payload.partition) },
+        Number(payload.offsetLag),
+      );
+    });
+    this.#consumer.on(events.GROUP_JOIN, ({ payload }) => {
+      log.info("joined consumer group", {
+        groupId: payload.groupId,
+        assignment: payload.memberAssignment,
+      });
+    });
+    this.#consumer.on(events.CRASH, ({ payload }) => {
+      log.error("consumer crashed: {error}", {
+        error: String(payload.error),
+        restart: payload.restart,
+      });
+    });
+  }
+
+  /** Connects and subscribes; a new group starts at the earliest offset so nothing is skipped. */
+  async connect(): Promise<void> {
+    try {
+      await this.#consumer.connect();
+      await this.#consumer.subscribe({ topic: this.#topic, fromBeginning: true });
+    } catch (error) {
+      classify(error);
+    }
+  }
+
+  async start(handle: (message: InputMessage) => Promise<void>): Promise<void> {
+    await this.#consumer.run({
+      autoCommit: false,
+      partitionsConsumedConcurrently: 1,
+      eachMessage: async ({ topic, partition, message, heartbeat }) => {
+        // While the job holds consumption back (a window in flight, an outage),
+        // keep heartbeating so the group does not rebalance under us.
+        const timer = setInterval(
+          () => heartbeat().catch(() => {}),
+          HEARTBEAT_WHILE_BLOCKED_MS,
+        );
+        try {
+          await handle({
+            topic,
+            partition,
+            offset: message.offset,
+            key: message.key?.toString("utf8") ?? null,
+            value: message.value ? new Uint8Array(message.value) : null,
+            timestamp: Number(message.timestamp),
+          });
+        } finally {
+          clearInterval(timer);
+        }
+      },
+    });
+  }
+
+  pause(): void {
+    this.#consumer.pause([{ topic: this.#topic }]);
+  }
+
+  async commit(offsets: CommitOffset[]): Promise<void> {
+    if (offsets.length > 0) await this.#consumer.commitOffsets(offsets);
+  }
+
+  /** Leaves the group and closes the connections. */
+  disconnect(): Promise<void> {
+    return this.#consumer.disconnect();
+  }
+}
+
+/** Output topics through an idempotent producer that waits for all in-sync replicas. */
+export class KafkaSink implements EventSink {
+  readonly #producer: Producer;
+
+  constructor(kafka: Kafka) {
+    this.#producer = kafka.producer({
+      idempotent: true,
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+    });
+  }
+
+  async connect(): Promise<void> {
+    try {
+      await this.#producer.connect();
+    } catch (error) {
+      classify(error);
+    }
+  }
+
+  async send(events: OutputEvent[]): Promise<void> {
+    const byTopic = new Map<string, { key: string | null; value: string }[]>();
+    for (const e of events) {
+      const messages = byTopic.get(e.topic) ?? [];
+      messages.push({ key: e.key === "" ? null : e.key, value: JSON.stringify(e.value) });
+      byTopic.set(e.topic, messages);
+    }
+    try {
+      await this.#producer.sendBatch({
+        acks: -1,
+        topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
+      });
+    } catch (error) {
+      classify(error);
+    }
+  }
+
+  disconnect(): Promise<void> {
+    return this.#producer.disconnect();
+  }
+}
+
+/** The topics among `topics` that the cluster does not have. */
+export async function missingTopics(kafka: Kafka, topics: string[]): Promise<string[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    return topics.filter((t) => !existing.has(t));
+  } finally {
+    await admin.disconnect();
+  }
+}
