@@ -401,9 +401,10 @@ export function parseArgs(args: string[]): ProvisionOptions {
 /**
  * Drops Node's `TimeoutNegativeWarning`, which kafkajs 2.2.4 triggers on every
  * connection (its request queue calls `setTimeout` with a negative delay when
- * not throttled; harmless, the delay becomes 1 ms).
+ * not throttled; harmless, the delay becomes 1 ms). It wraps the global
+ * `process.emitWarning`: the script calls it, a test may too.
  */
-function muteKafkajsTimerWarning(): void {
+export function muteKafkajsTimerWarning(): void {
   const emitWarning = process.emitWarning.bind(process);
   process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
     const type = typeof rest[0] === "string"

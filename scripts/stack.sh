@@ -12,8 +12,8 @@
 # when another clone started it. Kafka and Cassandra run from Maven Central jars
 # (no tarball can be downloaded here), fetched once with scripts/stack/pom.xml
 # into ~/.m2 and copied to .stack/lib/. On success it prints one line per
-# service with the time it took; everything goes to stderr, stdout is kept for
-# `env`.
+# service with the time it took; progress and errors go to stderr, stdout is
+# kept for `env` and `status`. Logs: .stack/logs/; tunables: STACK_*_TIMEOUT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +35,7 @@ CASSANDRA_STORAGE_PORT=17000
 CASSANDRA_JMX_PORT=17199
 
 # How long each service may take to answer (seconds). Cassandra is the slow one
-# (about 20-40 s on 2 cores), more when the machine is busy with a build.
+# (5-11 s here on 2 cores), far more when the machine is busy with a build.
 REDIS_TIMEOUT=${STACK_REDIS_TIMEOUT:-30}
 KAFKA_TIMEOUT=${STACK_KAFKA_TIMEOUT:-120}
 CASSANDRA_TIMEOUT=${STACK_CASSANDRA_TIMEOUT:-240}
@@ -180,7 +180,7 @@ spawn() {
   shift 2
   # The inner shell writes its own pid, then becomes the service by exec.
   # shellcheck disable=SC2016 # expanded by the inner shell
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$@" </dev/null >>"$out" 2>&1 &
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$@" </dev/null >"$out" 2>&1 &
   local tries=50
   while [ "$tries" -gt 0 ]; do
     [ -s "$pid_file" ] && return 0
@@ -206,7 +206,7 @@ log_tail() {
   for f in "$@"; do
     [ -f "$f" ] || continue
     echo "---- last lines of $f" >&2
-    tail -n 40 "$f" >&2
+    tail -n 25 "$f" >&2
   done
 }
 
@@ -223,7 +223,7 @@ wait_for() {
     fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       log_tail "$@"
-      die "$svc did not answer within ${limit}s"
+      die "$svc did not answer within ${limit}s (left running as pid $(service_pid "$svc"); logs in $STACK/logs)"
     fi
     sleep 0.5
   done
@@ -488,7 +488,7 @@ main() {
     env) cmd_env ;;
     reset) cmd_reset ;;
     redis | kafka | cassandra) cmd_up "$cmd" "$@" ;;
-    -h | --help | help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command: $cmd (up, stop, status, env, reset)" ;;
   esac
 }
