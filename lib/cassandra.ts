@@ -296,40 +296,53 @@ export async function connectProgressStore(
   return new CassandraProgressStore(client, cfg, writeBatchSize);
 }
 
-/** Columns the job reads or writes, with their CQL types, per configured table. */
-function expectedSchema(cfg: CassandraConfig): Record<string, Record<string, string>> {
-  const key = { userid: "text", courseid: "text", batchid: "text" };
+/** A column the job uses: its CQL type, and its role in the primary key (if any). */
+interface ExpectedColumn {
+  type: string;
+  kind?: "partition_key" | "clustering";
+}
+
+/**
+ * Columns the job reads or writes, per configured table. The key roles
+ * matter too: writes are grouped into batches by partition key.
+ */
+function expectedSchema(cfg: CassandraConfig): Record<string, Record<string, ExpectedColumn>> {
+  const text = (kind?: ExpectedColumn["kind"]): ExpectedColumn => ({ type: "text", kind });
   return {
     [cfg.consumptionTable]: {
-      ...key,
-      contentid: "text",
-      status: "int",
-      viewcount: "int",
-      completedcount: "int",
+      userid: text("partition_key"),
+      courseid: text("clustering"),
+      batchid: text("clustering"),
+      contentid: text("clustering"),
+      status: { type: "int" },
+      viewcount: { type: "int" },
+      completedcount: { type: "int" },
     },
     [cfg.activityAggTable]: {
-      activity_type: "text",
-      activity_id: "text",
-      context_id: "text",
-      user_id: "text",
-      aggregates: "map<text, double>",
-      agg_last_updated: "map<text, timestamp>",
+      activity_type: text("partition_key"),
+      activity_id: text("partition_key"),
+      context_id: text("clustering"),
+      user_id: text("clustering"),
+      aggregates: { type: "map<text, double>" },
+      agg_last_updated: { type: "map<text, timestamp>" },
     },
     [cfg.enrolmentsTable]: {
-      ...key,
-      status: "int",
-      progress: "int",
-      datetime: "timestamp",
-      completedon: "timestamp",
-      contentstatus: "map<text, int>",
+      userid: text("partition_key"),
+      courseid: text("clustering"),
+      batchid: text("clustering"),
+      status: { type: "int" },
+      progress: { type: "int" },
+      datetime: { type: "timestamp" },
+      completedon: { type: "timestamp" },
+      contentstatus: { type: "map<text, int>" },
     },
   };
 }
 
 /**
  * Checks that the keyspace, the three tables and every column the job reads
- * or writes exist with the expected types. Returns the problems found (empty
- * when the schema fits). Reads `system_schema`, which every Cassandra ≥ 3 has.
+ * or writes exist with the expected types and key roles. Returns the problems
+ * found (empty when the schema fits). Reads `system_schema` (Cassandra ≥ 3).
  */
 export async function verifySchema(
   client: cassandra.Client,
@@ -344,15 +357,19 @@ export async function verifySchema(
   if (ks.rowLength === 0) return [`keyspace ${cfg.keyspace} does not exist`];
 
   const cols = await client.execute(
-    "SELECT table_name, column_name, type FROM system_schema.columns WHERE keyspace_name = ?",
+    "SELECT table_name, column_name, type, kind FROM system_schema.columns " +
+      "WHERE keyspace_name = ?",
     [cfg.keyspace],
-    { prepare: true, fetchSize: 10_000 },
+    { prepare: true },
   );
-  const actual = new Map<string, Map<string, string>>();
+  const actual = new Map<string, Map<string, { type: string; kind: string }>>();
   for await (const row of cols) {
     const table = row.get("table_name") as string;
     if (!actual.has(table)) actual.set(table, new Map());
-    actual.get(table)!.set(row.get("column_name"), row.get("type"));
+    actual.get(table)!.set(row.get("column_name"), {
+      type: row.get("type"),
+      kind: row.get("kind"),
+    });
   }
   for (const [table, columns] of Object.entries(expectedSchema(cfg))) {
     const found = actual.get(table);
@@ -360,14 +377,19 @@ export async function verifySchema(
       problems.push(`table ${cfg.keyspace}.${table} does not exist`);
       continue;
     }
-    for (const [column, type] of Object.entries(columns)) {
-      const foundType = found.get(column);
-      if (foundType === undefined) {
-        problems.push(`column ${cfg.keyspace}.${table}.${column} does not exist`);
-      } else if (normaliseType(foundType) !== normaliseType(type)) {
-        problems.push(
-          `column ${cfg.keyspace}.${table}.${column} has type ${foundType}, expected ${type}`,
-        );
+    for (const [column, expected] of Object.entries(columns)) {
+      const name = `column ${cfg.keyspace}.${table}.${column}`;
+      const have = found.get(column);
+      if (have === undefined) {
+        problems.push(`${name} does not exist`);
+        continue;
+      }
+      if (normaliseType(have.type) !== normaliseType(expected.type)) {
+        problems.push(`${name} has type ${have.type}, expected ${expected.type}`);
+      }
+      const expectedKind = expected.kind ?? "regular";
+      if (have.kind !== expectedKind) {
+        problems.push(`${name} is a ${have.kind} column, expected ${expectedKind}`);
       }
     }
   }

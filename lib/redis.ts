@@ -12,9 +12,15 @@
  * @module
  */
 
-import { Redis } from "ioredis";
+import { Redis, ReplyError } from "ioredis";
 import type { Config, RedisTarget } from "./config.ts";
-import { type Clock, type DedupStore, type RelationCache, systemClock } from "./ports.ts";
+import {
+  type Clock,
+  type DedupStore,
+  PermanentError,
+  type RelationCache,
+  systemClock,
+} from "./ports.ts";
 
 /** Options of {@linkcode connectRedis}. */
 export interface RedisClientOptions {
@@ -82,6 +88,24 @@ export async function closeRedis(client: Redis): Promise<void> {
 }
 
 /**
+ * Server replies that retrying cannot cure: missing or wrong credentials, a
+ * missing ACL permission, a key of the wrong type (a set the job expects
+ * holds something else). Connection errors and timeouts are not among them.
+ */
+const PERMANENT_REPLY = /^(NOAUTH|WRONGPASS|NOPERM|WRONGTYPE)\b/;
+
+/**
+ * Wraps errors that retrying cannot cure in {@linkcode PermanentError} (the
+ * original as its `cause`); returns every other error unchanged.
+ */
+export function classifyRedisError(error: unknown): unknown {
+  if (error instanceof ReplyError && PERMANENT_REPLY.test((error as Error).message)) {
+    return new PermanentError(`redis: ${(error as Error).message}`, { cause: error });
+  }
+  return error;
+}
+
+/**
  * Runs `pipeline` and returns each command's reply, throwing the first
  * command error: ioredis reports per-command errors inside the result.
  */
@@ -89,7 +113,7 @@ async function replies(pipeline: ReturnType<Redis["pipeline"]>): Promise<unknown
   const results = await pipeline.exec();
   if (results === null) throw new Error("redis: pipeline was discarded");
   return results.map(([error, reply]) => {
-    if (error) throw error;
+    if (error) throw classifyRedisError(error);
     return reply;
   });
 }

@@ -365,12 +365,14 @@ Deno.test("cassandra: verifySchema accepts the provisioned schema and names each
     assert.deepEqual(await verifySchema(client, { ...cfg, enrolmentsTable: "no_such_table" }), [
       `table ${ks}.no_such_table does not exist`,
     ]);
-    // A consumption table lacking the counters, with status of the wrong type.
+    // A consumption table lacking a counter, with status of the wrong type and a
+    // partition key of two columns.
     await client.execute(
       `CREATE TABLE ${ks}.${table} (userid text, courseid text, batchid text, ` +
-        "contentid text, status text, viewcount int, PRIMARY KEY (userid, courseid, batchid, contentid))",
+        "contentid text, status text, viewcount int, PRIMARY KEY ((userid, courseid), batchid, contentid))",
     );
     assert.deepEqual(await verifySchema(client, { ...cfg, consumptionTable: table }), [
+      `column ${ks}.${table}.courseid is a partition_key column, expected clustering`,
       `column ${ks}.${table}.status has type text, expected int`,
       `column ${ks}.${table}.completedcount does not exist`,
     ]);

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import type { Redis } from "ioredis";
-import type { Clock, RelationCache } from "../../lib/ports.ts";
+import { type Clock, PermanentError, type RelationCache } from "../../lib/ports.ts";
 import {
   closeRedis,
   connectRedis,
@@ -99,6 +99,24 @@ Deno.test("redis: dedup stores checksums with value '' and the expiry, and finds
       assert.deepEqual(await store.existing([]), new Set());
     } finally {
       await store.close();
+    }
+  });
+});
+
+Deno.test("redis: a set key holding another type is a PermanentError", async () => {
+  await withRaw(10, async (raw, keys) => {
+    const key = unique("it-wrongtype");
+    keys.push(key);
+    await raw.set(key, "not a set");
+    const cache = await RedisRelationCache.connect(relationTarget);
+    try {
+      await assert.rejects(cache.members([key]), (e: unknown) => {
+        assert.ok(e instanceof PermanentError, `got ${e}`);
+        assert.match(e.message, /^redis: WRONGTYPE/);
+        return true;
+      });
+    } finally {
+      await cache.close();
     }
   });
 });
