@@ -12,6 +12,7 @@ import { checkServices, replayFile } from "./lib/commands.ts";
 import { type Config, ConfigError, loadConfig, mergeEnv, parseDotenv } from "./lib/config.ts";
 import { Health, serveOps } from "./lib/http.ts";
 import { startJob } from "./lib/job.ts";
+import { muteKafkajsTimerWarning } from "./lib/kafka.ts";
 import { logger, setupLogging } from "./lib/log.ts";
 import { JobMetrics } from "./lib/metrics.ts";
 import { VERSION } from "./lib/version.ts";
@@ -152,4 +153,7 @@ async function run(config: Config): Promise<number> {
   return code;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  muteKafkajsTimerWarning();
+  Deno.exit(await main(Deno.args));
+}

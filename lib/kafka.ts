@@ -7,6 +7,7 @@
  */
 
 import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
+import process from "node:process";
 import type { Config } from "./config.ts";
 import { logger } from "./log.ts";
 import type { JobMetrics } from "./metrics.ts";
@@ -199,4 +200,20 @@ export async function missingTopics(kafka: Kafka, topics: string[]): Promise<str
   } finally {
     await admin.disconnect();
   }
+}
+
+/**
+ * Drops Node's `TimeoutNegativeWarning`, which KafkaJS 2.2.4 triggers on every
+ * connection (its request queue arms a timer with a negative delay; harmless,
+ * the delay becomes 1 ms) and which would otherwise flood stderr.
+ */
+export function muteKafkajsTimerWarning(): void {
+  const emitWarning = process.emitWarning.bind(process);
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const type = typeof rest[0] === "string"
+      ? rest[0]
+      : (rest[0] as { type?: string } | undefined)?.type;
+    if (type === "TimeoutNegativeWarning") return;
+    (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
+  }) as typeof process.emitWarning;
 }

@@ -1,0 +1,349 @@
+/**
+ * The harness of the end-to-end tests: the job as a real process against the
+ * local stack's Kafka, Cassandra and Redis, with topics of its own per test,
+ * seeded course structure and rows, and readers for every effect.
+ *
+ * @module
+ */
+
+import cassandra from "cassandra-driver";
+import { Redis } from "ioredis";
+import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
+import { fileURLToPath } from "node:url";
+import type { EnrolmentKey } from "../../lib/event.ts";
+import { muteKafkajsTimerWarning } from "../../lib/kafka.ts";
+import { provision } from "../../scripts/provision.ts";
+import { startSearchStub, type SearchStub } from "../../scripts/search_stub.ts";
+import { stackCassandra, stackRedis, unique } from "./helpers.ts";
+
+muteKafkajsTimerWarning();
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const BROKERS = (Deno.env.get("KAFKA_BROKER_SERVERS") ?? "127.0.0.1:19092").split(",");
+
+/** Polls `check` until it returns a truthy value; fails naming `what` after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T> | T,
+  timeoutMs = 30_000,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value as NonNullable<T>;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` +
+        (last ? `: ${last}` : ""));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** The stack's services, with topics and names of one test's own. */
+export class Stack {
+  readonly jobEnv = unique("it").replaceAll("-", "");
+  readonly topics = {
+    input: `${this.jobEnv}.coursebatch.job.request`,
+    failed: `${this.jobEnv}.activity.agg.failed`,
+    audit: `${this.jobEnv}.telemetry.raw`,
+    cert: `${this.jobEnv}.issue.certificate.request`,
+  };
+  readonly #consumers: Consumer[] = [];
+  #producer: Producer | null = null;
+
+  private constructor(
+    readonly cql: cassandra.Client,
+    readonly relations: Redis,
+    readonly dedup: Redis,
+    readonly kafka: Kafka,
+    readonly search: SearchStub,
+    readonly keyspace: string,
+  ) {}
+
+  /** Connects to the stack and creates this test's topics (input with `partitions`). */
+  static async open(
+    opts: { partitions?: number; statuses?: Record<string, string> } = {},
+  ): Promise<Stack> {
+    const cfg = stackCassandra();
+    const cql = new cassandra.Client({
+      contactPoints: cfg.contactPoints,
+      protocolOptions: { port: cfg.port },
+      localDataCenter: cfg.localDataCenter,
+      keyspace: cfg.keyspace,
+    });
+    await cql.connect();
+    const redis = stackRedis();
+    const relations = new Redis({ ...redis, db: 10, lazyConnect: true });
+    const dedup = new Redis({ ...redis, db: 13, lazyConnect: true });
+    await Promise.all([relations.connect(), dedup.connect()]);
+    const kafka = new Kafka({ clientId: "it", brokers: BROKERS, logLevel: logLevel.NOTHING });
+    const search = await startSearchStub(opts.statuses);
+    const stack = new Stack(cql, relations, dedup, kafka, search, cfg.keyspace);
+    await provision({
+      brokers: BROKERS,
+      cassandra: false,
+      topics: [
+        { topic: stack.topics.input, numPartitions: opts.partitions ?? 4 },
+        { topic: stack.topics.failed, numPartitions: 1 },
+        { topic: stack.topics.audit, numPartitions: 1 },
+        { topic: stack.topics.cert, numPartitions: 1 },
+      ],
+    });
+    return stack;
+  }
+
+  /** The job's environment for this test's topics and the stack's services. */
+  envForJob(extra: Record<string, string> = {}): Record<string, string> {
+    const cfg = stackCassandra();
+    const redis = stackRedis();
+    return {
+      JOB_ENV: this.jobEnv,
+      KAFKA_BROKER_SERVERS: BROKERS.join(","),
+      LMS_CASSANDRA_HOST: cfg.contactPoints.join(","),
+      LMS_CASSANDRA_PORT: String(cfg.port),
+      LMS_CASSANDRA_KEYSPACE: this.keyspace,
+      REDIS_HOST: redis.host,
+      REDIS_PORT: String(redis.port),
+      SERVICE_SEARCH_BASEPATH: this.search.basePath,
+      THRESHOLD_BATCH_READ_INTERVAL: "200ms",
+      HTTP_HOST: "127.0.0.1",
+      HTTP_PORT: String(freePort()),
+      LOG_LEVEL: "info",
+      RETRY_BACKOFF_MAX: "1s",
+      ...extra,
+    };
+  }
+
+  /** Writes course structure sets into the relation cache. */
+  async seedSets(sets: Record<string, string[]>): Promise<void> {
+    const pipeline = this.relations.pipeline();
+    for (const [key, members] of Object.entries(sets)) {
+      pipeline.del(key);
+      if (members.length > 0) pipeline.sadd(key, ...members);
+    }
+    await pipeline.exec();
+  }
+
+  /** Writes a consumption row as the upstream course service does. */
+  async seedConsumption(
+    key: EnrolmentKey,
+    row: { contentId: string; status: number; viewCount?: number; completedCount?: number },
+  ): Promise<void> {
+    await this.cql.execute(
+      "INSERT INTO user_content_consumption (userid, courseid, batchid, contentid, status, viewcount, completedcount) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      [
+        key.userId,
+        key.courseId,
+        key.batchId,
+        row.contentId,
+        row.status,
+        row.viewCount ?? null,
+        row.completedCount ?? null,
+      ],
+      { prepare: true },
+    );
+  }
+
+  /** Writes an enrolment row with `status`. */
+  async seedEnrolment(key: EnrolmentKey, status: number): Promise<void> {
+    await this.cql.execute(
+      "INSERT INTO user_enrolments (userid, courseid, batchid, status, active) VALUES (?, ?, ?, ?, true)",
+      [key.userId, key.courseId, key.batchId, status],
+      { prepare: true },
+    );
+  }
+
+  /** The enrolment row, or null. */
+  async enrolment(key: EnrolmentKey) {
+    const rs = await this.cql.execute(
+      "SELECT status, progress, contentstatus, completedon FROM user_enrolments WHERE userid=? AND courseid=? AND batchid=?",
+      [key.userId, key.courseId, key.batchId],
+      { prepare: true },
+    );
+    const row = rs.first();
+    if (!row) return null;
+    return {
+      status: row.status as number | null,
+      progress: row.progress as number | null,
+      contentStatus: (row.contentstatus ?? {}) as Record<string, number>,
+      completedOn: row.completedon as Date | null,
+    };
+  }
+
+  /** Consumption rows by content id: [status, viewcount, completedcount]. */
+  async consumption(key: EnrolmentKey): Promise<Record<string, [number, number, number]>> {
+    const rs = await this.cql.execute(
+      "SELECT contentid, status, viewcount, completedcount FROM user_content_consumption WHERE userid=? AND courseid=? AND batchid=?",
+      [key.userId, key.courseId, key.batchId],
+      { prepare: true },
+    );
+    return Object.fromEntries(
+      rs.rows.map((r) => [r.contentid, [r.status, r.viewcount, r.completedcount]]),
+    );
+  }
+
+  /** `aggregates['completedCount']` of an activity for the enrolment, or undefined. */
+  async aggregate(activityId: string, key: EnrolmentKey): Promise<number | undefined> {
+    const rs = await this.cql.execute(
+      "SELECT aggregates FROM user_activity_agg WHERE activity_type='Course' AND activity_id=? AND context_id=? AND user_id=?",
+      [activityId, `cb:${key.batchId}`, key.userId],
+      { prepare: true },
+    );
+    return rs.first()?.aggregates?.completedCount;
+  }
+
+  /** Publishes JSON values (or raw strings) to the input topic, keyed by userId. */
+  async produce(values: unknown[]): Promise<void> {
+    if (!this.#producer) {
+      this.#producer = this.kafka.producer();
+      await this.#producer.connect();
+    }
+    await this.#producer.send({
+      topic: this.topics.input,
+      acks: -1,
+      messages: values.map((v) => ({
+        key: (v as { edata?: { userId?: string } })?.edata?.userId ?? null,
+        value: typeof v === "string" ? v : JSON.stringify(v),
+      })),
+    });
+  }
+
+  /** Reads `topic` from the beginning into an array that fills as events arrive. */
+  async collect(topic: string): Promise<Record<string, unknown>[]> {
+    const events: Record<string, unknown>[] = [];
+    const consumer = this.kafka.consumer({ groupId: unique("it-reader") });
+    this.#consumers.push(consumer);
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      eachMessage: ({ message }) => {
+        events.push(JSON.parse(message.value!.toString()));
+        return Promise.resolve();
+      },
+    });
+    return events;
+  }
+
+  /** The job group's committed offsets of the input topic, summed over partitions. */
+  async committedInput(): Promise<number> {
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      const [topic] = await admin.fetchOffsets({
+        groupId: `${this.jobEnv}-activity-aggregate-updater-group`,
+        topics: [this.topics.input],
+      });
+      return topic.partitions.reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** Whether the dedup database holds `checksum`. */
+  async hasChecksum(checksum: string): Promise<boolean> {
+    return (await this.dedup.exists(checksum)) === 1;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#consumers.map((c) => c.disconnect()));
+    await this.#producer?.disconnect();
+    await this.search.close();
+    this.relations.disconnect();
+    this.dedup.disconnect();
+    await this.cql.shutdown();
+  }
+}
+
+/** The job running as a child process, as operators run it. */
+export class JobProcess {
+  readonly output: string[] = [];
+  readonly exited: Promise<Deno.CommandStatus>;
+  readonly #child: Deno.ChildProcess;
+
+  constructor(readonly env: Record<string, string>, args = ["run"]) {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", "main.ts", ...args],
+      cwd: ROOT,
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const pump = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        this.output.push(chunk);
+        if (Deno.env.get("IT_VERBOSE")) Deno.stderr.writeSync(new TextEncoder().encode(chunk));
+      }
+    };
+    const pumped = Promise.all([pump(this.#child.stdout), pump(this.#child.stderr)]);
+    this.exited = this.#child.status.then(async (status) => {
+      await pumped;
+      return status;
+    });
+  }
+
+  /** The operations endpoint's base URL. */
+  get opsUrl(): string {
+    return `http://127.0.0.1:${this.env.HTTP_PORT}`;
+  }
+
+  /** `/readyz`'s status code, or 0 when the endpoint does not answer. */
+  async readyStatus(): Promise<number> {
+    try {
+      const response = await fetch(`${this.opsUrl}/readyz`);
+      await response.body?.cancel();
+      return response.status;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Waits until `/readyz` answers 200. */
+  async ready(timeoutMs = 60_000): Promise<void> {
+    await waitFor("the job to be ready", async () => (await this.readyStatus()) === 200, timeoutMs);
+  }
+
+  /** `/metrics` as text. */
+  async metrics(): Promise<string> {
+    const response = await fetch(`${this.opsUrl}/metrics`);
+    return await response.text();
+  }
+
+  /** Sends `signal`. */
+  kill(signal: Deno.Signal): void {
+    try {
+      this.#child.kill(signal);
+    } catch {
+      // already exited
+    }
+  }
+
+  /** Sends SIGTERM and waits for the exit. */
+  async stop(): Promise<Deno.CommandStatus> {
+    this.kill("SIGTERM");
+    return await this.exited;
+  }
+
+  /** Everything the process printed. */
+  get log(): string {
+    return this.output.join("");
+  }
+}
+
+/** A counter's value in Prometheus text, or 0 when absent. */
+export function metricValue(text: string, name: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(" ")[1]) : 0;
+}
