@@ -180,7 +180,8 @@ spawn() {
   shift 2
   # The inner shell writes its own pid, then becomes the service by exec.
   # shellcheck disable=SC2016 # expanded by the inner shell
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$@" </dev/null >"$out" 2>&1 &
+  # 9>&-: the daemon must not inherit (and so hold) the lock of take_lock.
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pid_file" "$@" </dev/null >"$out" 2>&1 9>&- &
   local tries=50
   while [ "$tries" -gt 0 ]; do
     [ -s "$pid_file" ] && return 0
@@ -243,7 +244,7 @@ start_redis() {
   # redis-server daemonizes itself and writes its own pid file.
   rm -f "$(pidfile redis)"
   redis-server "$CONF/redis.conf" --dir "$dir" --pidfile "$(pidfile redis)" \
-    --logfile "$STACK/logs/redis.log" </dev/null >/dev/null ||
+    --logfile "$STACK/logs/redis.log" </dev/null >/dev/null 9>&- ||
     { log_tail "$STACK/logs/redis.log"; die "redis-server failed to start"; }
   echo started
 }
@@ -384,9 +385,10 @@ cmd_up() {
   local t0="$EPOCHREALTIME" svc
   declare -A how
   mkdir -p "$STACK/logs" "$STACK/run"
-  # Start everything first, the slowest (Cassandra) first, then wait for each:
-  # the JVMs boot side by side.
-  for svc in cassandra kafka redis; do
+  # Start everything first, then wait for each: the JVMs boot side by side.
+  # Redis takes no time; Cassandra, the slowest, goes before Kafka so that it
+  # boots while Kafka's jars are fetched on a first run.
+  for svc in redis cassandra kafka; do
     case " ${svcs[*]} " in *" $svc "*) how[$svc]="$("start_$svc")" ;; esac
   done
   local -a provision_for=()
@@ -474,13 +476,25 @@ EOF
 cmd_reset() {
   cmd_stop
   # Data, logs and pid files go; the copied jars stay (a reset is no re-download).
-  rm -rf "$STACK/redis" "$STACK/kafka" "$STACK/cassandra" "$STACK/logs" "$STACK/run"
+  rm -rf "$STACK/redis" "$STACK/kafka" "$STACK/cassandra" "$STACK/logs"
+  rm -f "$STACK"/run/*.pid
   log "reset: data wiped (jars kept in $LIB)"
+}
+
+# One up/stop/reset at a time (parallel test runners may all call `up`): the
+# second waits, then finds the services running and reuses them.
+take_lock() {
+  mkdir -p "$STACK/run"
+  exec 9>"$STACK/run/stack.lock"
+  flock -w 600 9 || die "another scripts/stack.sh held the lock for 10 minutes"
 }
 
 main() {
   local cmd="${1:-up}"
   [ "$#" -gt 0 ] && shift
+  case "$cmd" in
+    up | start | stop | down | reset | redis | kafka | cassandra) take_lock ;;
+  esac
   case "$cmd" in
     up | start) cmd_up "$@" ;;
     stop | down) cmd_stop "$@" ;;
