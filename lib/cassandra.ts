@@ -70,10 +70,13 @@ function statements(cfg: CassandraConfig) {
     // cell (LWT and plain writes use different timestamp sources).
     writeEnrolment: `UPDATE ${enrolments} SET progress = ?, datetime = ?, ` +
       `contentstatus = contentstatus + ? ${enrolmentKey}`,
-    // `!= 2` holds for a null status too (Cassandra compares a null cell as
+    // `!= 2` holds for a null status too (Cassandra 5 compares a null cell as
     // "not equal" to any value; verified in tests/integration/cassandra_test.ts),
-    // so null, 0 and 1 move and a 2 is never rewritten. The unconditional
-    // update above runs first, so the row exists when these run.
+    // so null, 0 and 1 move and a 2 is never rewritten. It also holds when the
+    // row does not exist (the LWT would then create a row holding only status);
+    // the unconditional update above runs first, so the row is complete.
+    // `IF status IN (null, 0, 1)` is accepted as well, but would leave any
+    // other unexpected value stuck; `!= 2` is the exact guard SPEC §6 asks for.
     completeEnrolment:
       `UPDATE ${enrolments} SET status = 2, completedon = ? ${enrolmentKey} IF status != 2`,
     startEnrolment: `UPDATE ${enrolments} SET status = 1 ${enrolmentKey} IF status != 2`,
