@@ -10,7 +10,7 @@ import { type Retry, retryUntilAborted } from "./async.ts";
 import { connectProgressStore } from "./cassandra.ts";
 import type { Config } from "./config.ts";
 import type { Health } from "./http.ts";
-import { KafkaInput, kafkaClient, KafkaSink } from "./kafka.ts";
+import { kafkaClient, KafkaInput, KafkaSink } from "./kafka.ts";
 import { logger } from "./log.ts";
 import type { JobMetrics } from "./metrics.ts";
 import { type PipelineDeps, processWindow } from "./pipeline.ts";

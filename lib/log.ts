@@ -5,7 +5,13 @@
  * @module
  */
 
-import { configure, getConsoleSink, getLogger, jsonLinesFormatter, type Logger } from "@logtape/logtape";
+import {
+  configure,
+  getConsoleSink,
+  getLogger,
+  jsonLinesFormatter,
+  type Logger,
+} from "@logtape/logtape";
 import type { LogLevel } from "./config.ts";
 
 const ROOT = "activity-aggregate-updater";

@@ -17,7 +17,7 @@ import {
 } from "../../lib/cassandra.ts";
 import type { EnrolmentKey } from "../../lib/event.ts";
 import { type EnrolmentWrite, PermanentError } from "../../lib/ports.ts";
-import { identifierSuffix, stackCassandra, unique } from "./helpers.ts";
+import { identifierSuffix, stackCassandra, unique } from "../../scripts/local_stack.ts";
 
 const cfg = stackCassandra();
 const ks = cfg.keyspace;

@@ -7,8 +7,7 @@ import assert from "node:assert/strict";
 import { unitChecksum } from "../../lib/checksum.ts";
 import { EXAMPLE_CONTENTS, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
 import { enrolmentUpdate } from "../stubs.ts";
-import { unique } from "./helpers.ts";
-import { JobProcess, metricValue, Stack, waitFor } from "./job_harness.ts";
+import { JobProcess, metricValue, Stack, unique, waitFor } from "../../scripts/local_stack.ts";
 
 // KafkaJS and the Cassandra driver keep sockets and timers that outlive a test's
 // last await; each test closes every client it opened in its `finally`.
@@ -57,8 +56,10 @@ Deno.test("SPEC §12's example end to end, and a replay changes nothing", opts, 
       assert.ok(await stack.hasChecksum(unitChecksum({ ...key, contentId })), contentId);
     }
     assert.equal(await stack.dedup.ttl(unitChecksum({ ...key, contentId: "R2" })) > 600_000, true);
-    await waitFor("four AUDIT events and one certificate", () =>
-      audits.length === 4 && certs.length === 1);
+    await waitFor(
+      "four AUDIT events and one certificate",
+      () => audits.length === 4 && certs.length === 1,
+    );
     assert.deepEqual(
       audits.map((e) => `${objectOf(e)}:${typeOf(e)}`).sort(),
       ["R2:complete", "R2:start", "R3:complete", `${key.userId}:enrol-complete`],

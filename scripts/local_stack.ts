@@ -1,7 +1,11 @@
 /**
- * The harness of the end-to-end tests: the job as a real process against the
- * local stack's Kafka, Cassandra and Redis, with topics of its own per test,
- * seeded course structure and rows, and readers for every effect.
+ * A client of the local stack (`scripts/stack.sh`) for `deno task dev` and the
+ * integration tests: the job as a real process against the stack's Kafka,
+ * Cassandra and Redis, topics of its own, seeded course structure and rows,
+ * and readers for every effect.
+ *
+ * Endpoints come from the job's environment variables, defaulting to the
+ * stack's ports.
  *
  * @module
  */
@@ -10,15 +14,48 @@ import cassandra from "cassandra-driver";
 import { Redis } from "ioredis";
 import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
 import { fileURLToPath } from "node:url";
-import type { EnrolmentKey } from "../../lib/event.ts";
-import { muteKafkajsTimerWarning } from "../../lib/kafka.ts";
-import { provision } from "../../scripts/provision.ts";
-import { startSearchStub, type SearchStub } from "../../scripts/search_stub.ts";
-import { stackCassandra, stackRedis, unique } from "./helpers.ts";
+import type { Config } from "../lib/config.ts";
+import type { EnrolmentKey } from "../lib/event.ts";
+import { muteKafkajsTimerWarning } from "../lib/kafka.ts";
+import { provision } from "./provision.ts";
+import { type SearchStub, startSearchStub } from "./search_stub.ts";
 
 muteKafkajsTimerWarning();
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+function env(name: string, fallback: string): string {
+  return Deno.env.get(name)?.trim() || fallback;
+}
+
+/** Cassandra settings of the local stack (`LMS_CASSANDRA_*`, default 127.0.0.1:19042). */
+export function stackCassandra(overrides: Partial<Config["cassandra"]> = {}): Config["cassandra"] {
+  return {
+    contactPoints: env("LMS_CASSANDRA_HOST", "127.0.0.1").split(",").map((s) => s.trim()),
+    port: Number(env("LMS_CASSANDRA_PORT", "19042")),
+    localDataCenter: env("LMS_CASSANDRA_LOCAL_DATACENTER", "datacenter1"),
+    keyspace: env("LMS_CASSANDRA_KEYSPACE", "sunbird_courses"),
+    consumptionTable: "user_content_consumption",
+    enrolmentsTable: "user_enrolments",
+    activityAggTable: "user_activity_agg",
+    ...overrides,
+  };
+}
+
+/** Redis server of the local stack (`REDIS_HOST`/`REDIS_PORT`, default 127.0.0.1:16379). */
+export function stackRedis(): { host: string; port: number } {
+  return { host: env("REDIS_HOST", "127.0.0.1"), port: Number(env("REDIS_PORT", "16379")) };
+}
+
+/** A name no other test run uses: `prefix` plus a random suffix. */
+export function unique(prefix: string): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 12)}`;
+}
+
+/** A random suffix that is a valid CQL identifier part. */
+export function identifierSuffix(): string {
+  return crypto.randomUUID().replaceAll("-", "").slice(0, 12);
+}
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const BROKERS = (Deno.env.get("KAFKA_BROKER_SERVERS") ?? "127.0.0.1:19092").split(",");
 
 /** Polls `check` until it returns a truthy value; fails naming `what` after `timeoutMs`. */
@@ -37,8 +74,10 @@ export async function waitFor<T>(
       last = error;
     }
     if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` +
-        (last ? `: ${last}` : ""));
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}` +
+          (last ? `: ${last}` : ""),
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }
