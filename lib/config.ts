@@ -35,6 +35,7 @@ export interface Config {
     auditTopic: string;
     certIssueTopic: string;
     groupId: string;
+    sessionTimeoutMs: number;
   };
   cassandra: {
     contactPoints: string[];
@@ -93,6 +94,7 @@ export function loadConfig(env: Env): Config {
       auditTopic: topic("KAFKA_AUDIT_TOPIC", "telemetry.raw"),
       certIssueTopic: topic("KAFKA_CERTISSUE_TOPIC", "issue.certificate.request"),
       groupId: read.string("KAFKA_GROUPID", `${jobEnv}-activity-aggregate-updater-group`),
+      sessionTimeoutMs: read.duration("KAFKA_SESSION_TIMEOUT", 30_000),
     },
     cassandra: {
       contactPoints: read.list("LMS_CASSANDRA_HOST", "localhost"),

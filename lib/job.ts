@@ -73,6 +73,7 @@ export async function startJob(
     const input = new KafkaInput(kafka, {
       groupId: config.kafka.groupId,
       topic: config.kafka.inputTopic,
+      sessionTimeoutMs: config.kafka.sessionTimeoutMs,
       metrics,
     });
     await startupRetry("connect-kafka-consumer", () => input.connect());

@@ -68,13 +68,17 @@ export class KafkaInput implements InputSource {
   readonly #consumer: Consumer;
   readonly #topic: string;
 
-  constructor(kafka: Kafka, opts: { groupId: string; topic: string; metrics?: JobMetrics }) {
+  constructor(
+    kafka: Kafka,
+    opts: { groupId: string; topic: string; sessionTimeoutMs: number; metrics?: JobMetrics },
+  ) {
     this.#topic = opts.topic;
     this.#consumer = kafka.consumer({
       groupId: opts.groupId,
       allowAutoTopicCreation: false,
-      sessionTimeout: 30000,
-      heartbeatInterval: 3000,
+      // A crashed member holds its partitions until the session times out.
+      sessionTimeout: opts.sessionTimeoutMs,
+      heartbeatInterval: Math.min(3000, Math.floor(opts.sessionTimeoutMs / 3)),
     });
     const { events } = this.#consumer;
     this.#consumer.on(events.END_BATCH_PROCESS, ({ payload }) => {

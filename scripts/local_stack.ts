@@ -162,6 +162,8 @@ export class Stack {
       HTTP_PORT: String(freePort()),
       LOG_LEVEL: "info",
       RETRY_BACKOFF_MAX: "1s",
+      // The broker's minimum: a killed job's partitions move on quickly.
+      KAFKA_SESSION_TIMEOUT: "6s",
       ...extra,
     };
   }
@@ -378,6 +380,18 @@ export class JobProcess {
   /** Everything the process printed. */
   get log(): string {
     return this.output.join("");
+  }
+
+  /** The JSON log records printed so far. */
+  records(): { level: string; message: string; properties: Record<string, unknown> }[] {
+    return this.log.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+  }
+
+  /** Input partitions of the latest consumer-group assignment, or null before the first. */
+  assignment(topic: string): number[] | null {
+    const joins = this.records().filter((r) => r.message === "joined consumer group");
+    const last = joins.at(-1)?.properties.assignment as Record<string, number[]> | undefined;
+    return last ? (last[topic] ?? []) : null;
   }
 }
 

@@ -88,3 +88,210 @@ Deno.test("SPEC §12's example end to end, and a replay changes nothing", opts, 
     assert.equal(status.code, 0, job.log);
   }
 });
+
+Deno.test("several events of one enrolment close together are all applied", opts, async () => {
+  const stack = await Stack.open();
+  const job = new JobProcess(stack.envForJob({ THRESHOLD_BATCH_READ_INTERVAL: "1s" }));
+  try {
+    const courseId = unique("C");
+    const key = { userId: unique("U"), courseId, batchId: unique("B") };
+    await stack.seedSets(exampleSets(courseId));
+    await stack.seedEnrolment(key, 1);
+    for (const contentId of ["R1", "R2", "R3"]) {
+      await stack.seedConsumption(key, { contentId, status: 2 });
+    }
+    await job.ready();
+    await stack.produce(
+      ["R1", "R2", "R3"].map((contentId) => enrolmentUpdate(key, [{ contentId, status: 2 }])),
+    );
+    await waitFor("all three committed", async () => (await stack.committedInput()) === 3);
+    assert.deepEqual(await stack.consumption(key), {
+      R1: [2, 1, 1],
+      R2: [2, 1, 1],
+      R3: [2, 1, 1],
+    });
+    const enrolment = await stack.enrolment(key);
+    assert.equal(enrolment?.status, 2);
+    assert.equal(enrolment?.progress, 3);
+    assert.equal(await stack.aggregate("U1", key), 2);
+  } finally {
+    await job.stop();
+    await stack.close();
+  }
+});
+
+Deno.test(
+  "malformed messages and a missing course structure go to the failed topic; the job goes on",
+  opts,
+  async () => {
+    const liveCourse = unique("C");
+    const stack = await Stack.open({ statuses: { [liveCourse]: "Live" } });
+    const job = new JobProcess(stack.envForJob());
+    try {
+      const failed = await stack.collect(stack.topics.failed);
+      const orphan = { userId: unique("U"), courseId: liveCourse, batchId: unique("B") };
+      const { key, event } = await seedExample(stack);
+      await job.ready();
+      await stack.produce([
+        "this is not JSON",
+        { edata: { action: "batch-enrolment-update", courseId: "C", batchId: "B" } },
+        enrolmentUpdate(orphan, [{ contentId: "X1", status: 2 }]),
+        event,
+      ]);
+      await waitFor("three failed events", () => failed.length === 3);
+      await waitFor("all four committed", async () => (await stack.committedInput()) === 4);
+      const byStage = (stage: string) =>
+        failed.filter((f) => (f.failure as { stage: string }).stage === stage);
+      assert.equal(byStage("input").length, 2);
+      assert.ok(failed.some((f) => f.value === "this is not JSON"));
+      const [missing] = byStage("course-structure");
+      assert.match((missing.failure as { reason: string }).reason, /Live/);
+      assert.deepEqual((missing.edata as { contents: unknown }).contents, [
+        { contentId: "X1", status: 2 },
+      ]);
+      assert.equal(await stack.enrolment(orphan), null);
+      assert.equal(await stack.hasChecksum(unitChecksum({ ...orphan, contentId: "X1" })), false);
+      assert.equal((await stack.enrolment(key))?.status, 2);
+      assert.equal(await job.readyStatus(), 200);
+    } finally {
+      const status = await job.stop();
+      await stack.close();
+      assert.equal(status.code, 0);
+    }
+  },
+);
+
+/**
+ * A stream over `users` learners of one course: each completes R1, R2 and —
+ * for every other learner — R3, one content per event. Upstream's consumption
+ * row is written just before its event, as the course service does.
+ */
+async function learnerStream(stack: Stack, users: number) {
+  const courseId = unique("C");
+  const batchId = unique("B");
+  await stack.seedSets(exampleSets(courseId));
+  const learners = Array.from({ length: users }, (_, i) => ({
+    key: { userId: `${unique("U")}-${i}`, courseId, batchId },
+    contents: i % 2 === 0 ? ["R1", "R2", "R3"] : ["R1", "R2"],
+  }));
+  for (const { key } of learners) await stack.seedEnrolment(key, 1);
+  const rounds = [0, 1, 2].map((step) =>
+    learners.filter((l) => l.contents[step]).map((l) => ({
+      key: l.key,
+      contentId: l.contents[step],
+    }))
+  );
+  return {
+    learners,
+    messages: rounds.flat().length,
+    /** Seeds and publishes round `step` (0–2). */
+    async publish(step: number) {
+      for (const { key, contentId } of rounds[step]) {
+        await stack.seedConsumption(key, { contentId, status: 2 });
+      }
+      await stack.produce(
+        rounds[step].map(({ key, contentId }) => enrolmentUpdate(key, [{ contentId, status: 2 }])),
+      );
+    },
+  };
+}
+
+/** Asserts every learner's final state, as an undisturbed run leaves it. */
+async function assertFinalState(
+  stack: Stack,
+  learners: Awaited<ReturnType<typeof learnerStream>>["learners"],
+  certs: Record<string, unknown>[],
+  opts: { exactlyOneCertificate: boolean },
+) {
+  for (const { key, contents } of learners) {
+    const complete = contents.length === 3;
+    const enrolment = await stack.enrolment(key);
+    assert.equal(enrolment?.status, complete ? 2 : 1, key.userId);
+    assert.equal(enrolment?.progress, contents.length, key.userId);
+    assert.deepEqual(enrolment?.contentStatus, Object.fromEntries(contents.map((c) => [c, 2])));
+    assert.equal(await stack.aggregate(key.courseId, key), contents.length);
+    assert.equal(await stack.aggregate("U1", key), 2);
+    // U2 holds R3: a learner who never reached it has no U2 row (SPEC §6 step 7).
+    assert.equal(await stack.aggregate("U2", key), complete ? 1 : undefined);
+    const mine = certs.filter((c) =>
+      (c.edata as { userIds: string[] }).userIds[0] === key.userId
+    ).length;
+    if (!complete) assert.equal(mine, 0, key.userId);
+    else if (opts.exactlyOneCertificate) assert.equal(mine, 1, key.userId);
+    else assert.ok(mine >= 1, `${key.userId} has no certificate request`);
+  }
+}
+
+Deno.test(
+  "killed with SIGKILL mid-stream and restarted, the job ends as an undisturbed run",
+  opts,
+  async () => {
+    const stack = await Stack.open();
+    const env = stack.envForJob({
+      THRESHOLD_BATCH_READ_SIZE: "5",
+      THRESHOLD_BATCH_READ_INTERVAL: "100ms",
+    });
+    let job = new JobProcess(env);
+    try {
+      const stream = await learnerStream(stack, 40);
+      const certs = await stack.collect(stack.topics.cert);
+      await job.ready();
+      await stream.publish(0);
+      await waitFor("some progress", async () => (await stack.committedInput()) > 0);
+      await stream.publish(1);
+      job.kill("SIGKILL");
+      const killed = await job.exited;
+      assert.equal(killed.signal, "SIGKILL");
+      const committedAtKill = await stack.committedInput();
+      assert.ok(committedAtKill < stream.messages, "killed before the end of the stream");
+      await stream.publish(2);
+
+      job = new JobProcess(env);
+      await waitFor(
+        "every message committed after the restart",
+        async () => (await stack.committedInput()) === stream.messages,
+        60_000,
+      );
+      await waitFor("certificates", () => certs.length >= 20);
+      await assertFinalState(stack, stream.learners, certs, { exactlyOneCertificate: false });
+    } finally {
+      await job.stop();
+      await stack.close();
+    }
+  },
+);
+
+Deno.test(
+  "two processes in one group over a multi-partition topic end as one process would",
+  opts,
+  async () => {
+    const stack = await Stack.open({ partitions: 4 });
+    const env = () => stack.envForJob({ THRESHOLD_BATCH_READ_SIZE: "20" });
+    const jobs = [new JobProcess(env()), new JobProcess(env())];
+    try {
+      const stream = await learnerStream(stack, 40);
+      const certs = await stack.collect(stack.topics.cert);
+      await Promise.all(jobs.map((j) => j.ready()));
+      await waitFor("the four partitions shared between both processes", () => {
+        const [a, b] = jobs.map((j) => j.assignment(stack.topics.input));
+        return a && b && a.length > 0 && b.length > 0 &&
+          [...a, ...b].sort().join() === "0,1,2,3";
+      });
+      for (const step of [0, 1, 2]) await stream.publish(step);
+      await waitFor(
+        "every message committed",
+        async () => (await stack.committedInput()) === stream.messages,
+        60_000,
+      );
+      await waitFor("one certificate per completed learner", () => certs.length >= 20);
+      await assertFinalState(stack, stream.learners, certs, { exactlyOneCertificate: true });
+      for (const job of jobs) {
+        const consumed = metricValue(await job.metrics(), "activity_agg_total_events_total");
+        assert.ok(consumed > 0, "both processes consumed");
+      }
+    } finally {
+      await Promise.all(jobs.map((j) => j.stop()));
+      await stack.close();
+    }
+  },
+);
