@@ -6,7 +6,7 @@
  * @module
  */
 
-import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
+import { type Consumer, Kafka, logLevel, Partitioners, type Producer } from "kafkajs";
 import process from "node:process";
 import type { Config } from "./config.ts";
 import { logger } from "./log.ts";
@@ -31,6 +31,14 @@ const PERMANENT_KAFKA_ERRORS = new Set([
   "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
 ]);
 
+/**
+ * Start-up notices KafkaJS prints as warnings that say nothing about this
+ * job's health: bounded producer retries are deliberate (the job's own loop
+ * retries a failed send), and the partitioner is chosen explicitly.
+ */
+const KNOWN_KAFKAJS_NOTICES =
+  /Limiting retries for the idempotent producer|switched default partitioner/;
+
 /** A KafkaJS client for the configured brokers, logging through the job's logger. */
 export function kafkaClient(config: Config["kafka"], clientId: string): Kafka {
   return new Kafka({
@@ -45,8 +53,9 @@ export function kafkaClient(config: Config["kafka"], clientId: string): Kafka {
       const { message, ...fields } = entry;
       const text = `kafkajs: ${message}`;
       if (level <= logLevel.ERROR) log.error(text, fields);
-      else if (level === logLevel.WARN) log.warn(text, fields);
-      else log.debug(text, fields);
+      else if (level === logLevel.WARN && !KNOWN_KAFKAJS_NOTICES.test(message)) {
+        log.warn(text, fields);
+      } else log.debug(text, fields);
     },
   });
 }
@@ -158,6 +167,8 @@ export class KafkaSink implements EventSink {
 
   constructor(kafka: Kafka) {
     this.#producer = kafka.producer({
+      // Java's murmur2 partitioning, so a userId lands where other producers put it.
+      createPartitioner: Partitioners.DefaultPartitioner,
       idempotent: true,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: false,

@@ -91,15 +91,12 @@ export function freePort(): number {
   return port;
 }
 
-/** The stack's services, with topics and names of one test's own. */
+/**
+ * The stack's services, with topics of one `JOB_ENV`: by default a new one
+ * per instance, so that each test has topics and a consumer group of its own.
+ */
 export class Stack {
-  readonly jobEnv = unique("it").replaceAll("-", "");
-  readonly topics = {
-    input: `${this.jobEnv}.coursebatch.job.request`,
-    failed: `${this.jobEnv}.activity.agg.failed`,
-    audit: `${this.jobEnv}.telemetry.raw`,
-    cert: `${this.jobEnv}.issue.certificate.request`,
-  };
+  readonly topics: { input: string; failed: string; audit: string; cert: string };
   readonly #consumers: Consumer[] = [];
   #producer: Producer | null = null;
 
@@ -110,11 +107,24 @@ export class Stack {
     readonly kafka: Kafka,
     readonly search: SearchStub,
     readonly keyspace: string,
-  ) {}
+    readonly jobEnv: string,
+  ) {
+    this.topics = {
+      input: `${jobEnv}.coursebatch.job.request`,
+      failed: `${jobEnv}.activity.agg.failed`,
+      audit: `${jobEnv}.telemetry.raw`,
+      cert: `${jobEnv}.issue.certificate.request`,
+    };
+  }
 
-  /** Connects to the stack and creates this test's topics (input with `partitions`). */
+  /** Connects to the stack and creates the topics (input with `partitions`) when missing. */
   static async open(
-    opts: { partitions?: number; statuses?: Record<string, string> } = {},
+    opts: {
+      partitions?: number;
+      statuses?: Record<string, string>;
+      jobEnv?: string;
+      searchPort?: number;
+    } = {},
   ): Promise<Stack> {
     const cfg = stackCassandra();
     const cql = new cassandra.Client({
@@ -129,8 +139,9 @@ export class Stack {
     const dedup = new Redis({ ...redis, db: 13, lazyConnect: true });
     await Promise.all([relations.connect(), dedup.connect()]);
     const kafka = new Kafka({ clientId: "it", brokers: BROKERS, logLevel: logLevel.NOTHING });
-    const search = await startSearchStub(opts.statuses);
-    const stack = new Stack(cql, relations, dedup, kafka, search, cfg.keyspace);
+    const search = await startSearchStub(opts.statuses, opts.searchPort);
+    const jobEnv = opts.jobEnv ?? unique("it").replaceAll("-", "");
+    const stack = new Stack(cql, relations, dedup, kafka, search, cfg.keyspace, jobEnv);
     await provision({
       brokers: BROKERS,
       cassandra: false,
@@ -314,7 +325,13 @@ export class JobProcess {
   readonly exited: Promise<Deno.CommandStatus>;
   readonly #child: Deno.ChildProcess;
 
-  constructor(readonly env: Record<string, string>, args = ["run"]) {
+  /** Starts `main.ts` with `args`; `echo` (default: `IT_VERBOSE` is set) copies its output to stderr. */
+  constructor(
+    readonly env: Record<string, string>,
+    args = ["run"],
+    opts: { echo?: boolean } = {},
+  ) {
+    const echo = opts.echo ?? Boolean(Deno.env.get("IT_VERBOSE"));
     this.#child = new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", "main.ts", ...args],
       cwd: ROOT,
@@ -325,7 +342,7 @@ export class JobProcess {
     const pump = async (stream: ReadableStream<Uint8Array>) => {
       for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
         this.output.push(chunk);
-        if (Deno.env.get("IT_VERBOSE")) Deno.stderr.writeSync(new TextEncoder().encode(chunk));
+        if (echo) Deno.stderr.writeSync(new TextEncoder().encode(chunk));
       }
     };
     const pumped = Promise.all([pump(this.#child.stdout), pump(this.#child.stderr)]);
