@@ -114,3 +114,8 @@ function caught(fn: () => unknown): ConfigError {
   }
   assert.fail("expected a ConfigError");
 }
+
+Deno.test("config/example.env is valid and documents the defaults", async () => {
+  const text = await Deno.readTextFile(new URL("../../config/example.env", import.meta.url));
+  assert.deepEqual(loadConfig(parseDotenv(text)), loadConfig({}));
+});
