@@ -83,6 +83,28 @@ export function parseMessage(value: Uint8Array | null): ParsedMessage {
   return { kind: "units", units };
 }
 
+/**
+ * A `batch-enrolment-update` request as the course service publishes it:
+ * what {@linkcode parseMessage} reads, and what a failed enrolment is
+ * re-published as.
+ */
+export function enrolmentUpdate(
+  key: EnrolmentKey,
+  contents: { contentId: string; status: number }[],
+): { eid: string; edata: Record<string, unknown> } {
+  return {
+    eid: "BE_JOB_REQUEST",
+    edata: {
+      action: ENROLMENT_UPDATE_ACTION,
+      iteration: 1,
+      userId: key.userId,
+      courseId: key.courseId,
+      batchId: key.batchId,
+      contents,
+    },
+  };
+}
+
 /** The string that identifies an enrolment in maps and logs. */
 export function enrolmentId(key: EnrolmentKey): string {
   return `${key.userId}|${key.courseId}|${key.batchId}`;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ENROLMENT_UPDATE_ACTION, type EnrolmentKey, type Unit } from "./event.ts";
+import { type EnrolmentKey, enrolmentUpdate, type Unit } from "./event.ts";
 import type { IdSource } from "./ports.ts";
 
 /** A content action found in SPEC §6 step 3. */
@@ -93,21 +93,15 @@ export function failedEnrolment(
   failure: Failure,
   stamp: Stamp,
 ): Record<string, unknown> {
+  const request = enrolmentUpdate(key, units.map((u) => ({ contentId: u.contentId, status: 2 })));
   return {
-    eid: "BE_JOB_REQUEST",
+    eid: request.eid,
     ets: stamp.now,
     mid: `LP.${stamp.now}.${stamp.newId()}`,
     actor: { id: "Course Batch Updater", type: "System" },
     context: { pdata: { ver: "1.0", id: "org.sunbird.platform" } },
     object: { id: `${key.batchId}_${key.userId}`, type: "CourseBatchEnrolment" },
-    edata: {
-      action: ENROLMENT_UPDATE_ACTION,
-      iteration: 1,
-      userId: key.userId,
-      courseId: key.courseId,
-      batchId: key.batchId,
-      contents: units.map((u) => ({ contentId: u.contentId, status: 2 })),
-    },
+    edata: request.edata,
     failure: failureObject(failure, stamp),
   };
 }

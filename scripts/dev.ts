@@ -8,7 +8,7 @@
  */
 
 import { structureKey } from "../lib/aggregate.ts";
-import { enrolmentUpdate } from "../tests/stubs.ts";
+import { enrolmentUpdate } from "../lib/event.ts";
 import { JobProcess, Stack, unique, waitFor } from "./local_stack.ts";
 
 /** A course: units (child collections) with their leaf contents; the last content is optional. */

@@ -293,17 +293,6 @@ export class MemorySource implements InputSource {
   }
 }
 
-/** A `batch-enrolment-update` event value. */
-export function enrolmentUpdate(
-  key: EnrolmentKey,
-  contents: { contentId: string; status: number }[],
-): Record<string, unknown> {
-  return {
-    eid: "BE_JOB_REQUEST",
-    edata: { action: "batch-enrolment-update", ...key, contents },
-  };
-}
-
 /** Every stub a pipeline needs, with the settings of SPEC §2's defaults. */
 export function stubWorld(opts: {
   sets?: Record<string, string[]>;

@@ -4,9 +4,9 @@
  */
 
 import assert from "node:assert/strict";
+import { enrolmentUpdate } from "../../lib/event.ts";
 import { unitChecksum } from "../../lib/checksum.ts";
 import { EXAMPLE_CONTENTS, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
-import { enrolmentUpdate } from "../stubs.ts";
 import { JobProcess, metricValue, Stack, unique, waitFor } from "../../scripts/local_stack.ts";
 
 // KafkaJS and the Cassandra driver keep sockets and timers that outlive a test's

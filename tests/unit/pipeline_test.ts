@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
+import { enrolmentUpdate } from "../../lib/event.ts";
 import { unitChecksum } from "../../lib/checksum.ts";
 import { processWindow } from "../../lib/pipeline.ts";
 import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
-import { enrolmentUpdate, immediateRetry, Outage, stubWorld, windowOf } from "../stubs.ts";
+import { immediateRetry, Outage, stubWorld, windowOf } from "../stubs.ts";
 
 function exampleWorld(opts: Parameters<typeof stubWorld>[0] = {}) {
   const world = stubWorld({ sets: exampleSets(), ...opts });

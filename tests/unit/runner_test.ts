@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
+import { enrolmentUpdate } from "../../lib/event.ts";
 import { processWindow, type WindowSummary } from "../../lib/pipeline.ts";
 import { Runner } from "../../lib/runner.ts";
 import type { Window } from "../../lib/window.ts";
 import { EXAMPLE_KEY, exampleSets } from "../fixtures.ts";
-import { enrolmentUpdate, FakeClock, MemorySource, Outage, stubWorld } from "../stubs.ts";
+import { FakeClock, MemorySource, Outage, stubWorld } from "../stubs.ts";
 
 const summary = (w: Window): WindowSummary => ({
   messages: w.messages.length,

@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
-import { parseMessage } from "../../lib/event.ts";
+import { enrolmentUpdate, parseMessage } from "../../lib/event.ts";
 import { groupByEnrolment, WindowBuilder } from "../../lib/window.ts";
-import { enrolmentUpdate } from "../stubs.ts";
 
 const key = { userId: "U-1", courseId: "C1", batchId: "B1" };
 function entry(partition: number, offset: number, contentIds: string[]) {
