@@ -2,7 +2,8 @@
  * activity-aggregate-updater: turns Sunbird Lern course-progress events into
  * course and unit progress, telemetry and certificate requests.
  *
- * Commands: `run` (default), `check`, `replay FILE`, `version`; `--help` on each.
+ * Commands: `run` (default), `check`, `replay FILE`, `healthcheck`, `version`;
+ * `--help` on each.
  *
  * @module
  */
@@ -10,7 +11,7 @@
 import { parseArgs } from "node:util";
 import { checkServices, replayFile } from "./lib/commands.ts";
 import { type Config, ConfigError, loadConfig, mergeEnv, parseDotenv } from "./lib/config.ts";
-import { Health, serveOps } from "./lib/http.ts";
+import { Health, probeHealth, serveOps, useDenoProcessMemory } from "./lib/http.ts";
 import { startJob } from "./lib/job.ts";
 import { muteKafkajsTimerWarning } from "./lib/kafka.ts";
 import { logger, setupLogging } from "./lib/log.ts";
@@ -26,6 +27,7 @@ Commands:
   run           consume the input topic and update course progress (default)
   check         validate the configuration and every service the job uses
   replay FILE   publish a file of JSON lines to the input topic
+  healthcheck   ask the running job's /healthz (for a container HEALTHCHECK)
   version       print the version
 
 Every setting is an environment variable (see README.md); --env-file (or
@@ -46,6 +48,12 @@ and columns the job uses. Prints a report; exits 1 on any problem.`,
 Publishes each JSON line of FILE (for example saved from the failed topic) to
 the input topic, keyed by edata.userId. Blank lines are ignored; a line that
 is not JSON is reported and not sent. Exits 1 if any line was not sent.`,
+  healthcheck: `Usage: activity-aggregate-updater healthcheck [--env-file FILE]
+
+Asks the operations endpoint of the job running on this host (HTTP_PORT; a
+wildcard HTTP_HOST is reached on loopback) for /healthz. Exits 0 when it
+answers 200 within 3 s, 1 otherwise. For a container HEALTHCHECK in an image
+without curl; Kubernetes probes should call /healthz and /readyz themselves.`,
   version: `Usage: activity-aggregate-updater version
 
 Prints the version.`,
@@ -78,7 +86,8 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     console.error(error.message);
-    return 2;
+    // A container HEALTHCHECK reserves exit code 2; unhealthy is 1.
+    return command === "healthcheck" ? 1 : 2;
   }
   await setupLogging(config.logLevel);
   switch (command) {
@@ -90,6 +99,11 @@ export async function main(args: string[]): Promise<number> {
         return 2;
       }
       return (await replayFile(config, rest[0])) ? 0 : 1;
+    case "healthcheck": {
+      const probe = await probeHealth(config.httpHost, config.httpPort);
+      console.log(probe.healthy ? `healthy: ${probe.detail}` : `unhealthy: ${probe.detail}`);
+      return probe.healthy ? 0 : 1;
+    }
     default:
       return await run(config);
   }
@@ -107,6 +121,7 @@ async function environment(envFile?: string): Promise<Record<string, string | un
 async function run(config: Config): Promise<number> {
   const log = logger("main");
   const metrics = new JobMetrics({ processMetrics: true });
+  useDenoProcessMemory(metrics.registry);
   const health = new Health();
   const startup = new AbortController();
   let job: Awaited<ReturnType<typeof startJob>> | null = null;

@@ -6,6 +6,7 @@
  * @module
  */
 
+import client from "prom-client";
 import type { JobMetrics } from "./metrics.ts";
 
 /** What `/readyz` reports, kept current by the job. */
@@ -83,4 +84,61 @@ export function serveOps(
     { ...listen, onListen: onListen ?? (() => {}) },
     (request) => handleOpsRequest(request, deps),
   );
+}
+
+/**
+ * prom-client's process metrics that read `/proc/self`, which Deno lets a
+ * program read only under `--allow-all`: with the job's own permissions
+ * (scripts/compile.sh) they would always show 0.
+ */
+const PROC_SELF_METRICS = [
+  "process_resident_memory_bytes",
+  "process_virtual_memory_bytes",
+  "process_heap_bytes",
+  "process_open_fds",
+  "process_max_fds",
+];
+
+/**
+ * Replaces prom-client's `/proc/self` readers in `registry` (after
+ * `collectDefaultMetrics`) by `process_resident_memory_bytes` from
+ * `Deno.memoryUsage()`, which needs no permission; the others are dropped
+ * rather than exported as zeros.
+ */
+export function useDenoProcessMemory(registry: client.Registry): void {
+  for (const name of PROC_SELF_METRICS) registry.removeSingleMetric(name);
+  new client.Gauge({
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes.",
+    registers: [registry],
+    collect() {
+      this.set(Deno.memoryUsage().rss);
+    },
+  });
+}
+
+/**
+ * Asks the operations endpoint on this host for `/healthz`: the `healthcheck`
+ * command. A wildcard listen address is reached on loopback.
+ */
+export async function probeHealth(
+  hostname: string,
+  port: number,
+  timeoutMs = 3000,
+): Promise<{ healthy: boolean; detail: string }> {
+  const host = hostname === "0.0.0.0" || hostname === ""
+    ? "127.0.0.1"
+    : hostname === "::"
+    ? "[::1]"
+    : hostname.includes(":")
+    ? `[${hostname}]`
+    : hostname;
+  const url = `http://${host}:${port}/healthz`;
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    await response.body?.cancel();
+    return { healthy: response.status === 200, detail: `${url} answered ${response.status}` };
+  } catch (error) {
+    return { healthy: false, detail: `${url}: ${(error as Error).message}` };
+  }
 }

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Builds the job into one executable, dist/activity-aggregate-updater, with
+# `deno compile` and exactly the permissions the job needs (no --allow-all):
+#
+#   --allow-net    Kafka, Cassandra, Redis, the search service, the operations
+#                  endpoint, and the `healthcheck` command's request to it
+#   --allow-env    every setting is an environment variable
+#   --allow-read   the dotenv file of --env-file / ENV_FILE, and `replay FILE`
+#
+# Not --allow-sys: nothing the job runs asks for system information
+# (tests/integration/ops_test.ts runs the job with exactly these flags).
+#
+#   scripts/compile.sh [--target TRIPLE] [--output PATH]
+#   scripts/compile.sh --print-permissions     the flags above, one per line
+#
+# `deno compile` embeds the program in denort, Deno's runtime without the
+# tooling, of the same version as the deno running it. DENORT_BIN, when set,
+# names a local denort binary and deno uses it; when it is not set, deno
+# downloads denort from Deno's release server, which fails on a machine that
+# cannot reach it (this script then says so).
+set -euo pipefail
+
+PERMISSIONS=(--allow-net --allow-env --allow-read)
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+output="$root/dist/activity-aggregate-updater"
+target=()
+
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --print-permissions)
+      printf '%s\n' "${PERMISSIONS[@]}"
+      exit 0
+      ;;
+    --output) output="${2:?--output needs a path}"; shift 2 ;;
+    --target) target=(--target "${2:?--target needs a target triple}"); shift 2 ;;
+    -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compile: unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+deno=("$root/scripts/deno.sh")
+
+if [ -n "${DENORT_BIN:-}" ]; then
+  [ -f "$DENORT_BIN" ] || { echo "compile: DENORT_BIN=$DENORT_BIN: no such file" >&2; exit 1; }
+  # deno reads DENORT_BIN from the environment itself; exported so it surely does.
+  export DENORT_BIN
+fi
+
+# Deno 2.9 crashes while embedding a file of a few MB ("tokio-runtime-worker has
+# overflowed its stack", denoland/deno#36746): bintrees, a prom-client
+# dependency, ships a 2 MB test fixture. No package's test directory is needed
+# at run time, so every npm package of the lock file has its test directories
+# left out.
+excludes=()
+npm_cache="$("${deno[@]}" info --json | sed -n 's/^ *"npmCache": *"\(.*\)",\{0,1\}$/\1/p')"
+if [ -n "$npm_cache" ]; then
+  # Lock file entries look like `"bintrees@1.0.2": {` or `"@scope/name@1.2.3": {`.
+  while IFS= read -r package; do
+    name="${package%@*}"
+    version="${package##*@}"
+    for sub in test tests; do
+      dir="$npm_cache/registry.npmjs.org/$name/$version/$sub"
+      if [ -d "$dir" ]; then excludes+=(--exclude "$dir"); fi
+    done
+  done < <(sed -n 's/^    "\(@\{0,1\}[^"@]*@[0-9][^"]*\)": {$/\1/p' "$root/deno.lock")
+fi
+
+mkdir -p "$(dirname "$output")"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cd "$root"
+if "${deno[@]}" compile --frozen "${PERMISSIONS[@]}" "${excludes[@]}" "${target[@]}" \
+  --output "$output" main.ts 2>&1 | tee "$log"; then
+  echo "compile: built $output"
+  exit 0
+fi
+
+if [ -z "${DENORT_BIN:-}" ] && grep -qiE 'denort|error sending request|dns error|download' "$log"; then
+  cat >&2 <<EOF
+
+compile: deno compile could not download denort, the runtime binary it embeds
+the job in (see the error above): this machine cannot reach Deno's release
+server. Download denort-<target>.zip of the same Deno version elsewhere, unzip
+it, and run again with DENORT_BIN naming the binary:
+
+  DENORT_BIN=/path/to/denort scripts/compile.sh
+EOF
+fi
+echo "compile: failed" >&2
+exit 1
