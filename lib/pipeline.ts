@@ -277,7 +277,8 @@ async function missingStructure(courseId: string, deps: PipelineDeps): Promise<s
     : `course structure of ${courseId} is missing from the relation cache (collection is ${status})`;
 }
 
-function emptySummary(window: Window): WindowSummary {
+/** A summary of `window` with nothing done yet. */
+export function emptySummary(window: Window): WindowSummary {
   return {
     messages: window.messages.length,
     units: window.units.length,

@@ -24,13 +24,9 @@
  * @module
  */
 
-// Explicit, pinned specifiers so the script runs with or without the project's
-// import map (they match deno.json's "imports").
-// deno-lint-ignore no-import-prefix
-import { Kafka, logLevel } from "npm:kafkajs@2.2.4";
-// deno-lint-ignore no-import-prefix
-import cassandra from "npm:cassandra-driver@4.8.0";
-import process from "node:process";
+import { Kafka, logLevel } from "kafkajs";
+import cassandra from "cassandra-driver";
+import { muteKafkajsTimerWarning } from "../lib/kafka.ts";
 
 /** A topic to create, and the partitions it must have at least. */
 export interface TopicSpec {
@@ -396,23 +392,6 @@ export function parseArgs(args: string[]): ProvisionOptions {
     }
   }
   return opts;
-}
-
-/**
- * Drops Node's `TimeoutNegativeWarning`, which kafkajs 2.2.4 triggers on every
- * connection (its request queue calls `setTimeout` with a negative delay when
- * not throttled; harmless, the delay becomes 1 ms). It wraps the global
- * `process.emitWarning`: the script calls it, a test may too.
- */
-export function muteKafkajsTimerWarning(): void {
-  const emitWarning = process.emitWarning.bind(process);
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    const type = typeof rest[0] === "string"
-      ? rest[0]
-      : (rest[0] as { type?: string } | undefined)?.type;
-    if (type === "TimeoutNegativeWarning") return;
-    (emitWarning as (w: string | Error, ...r: unknown[]) => void)(warning, ...rest);
-  }) as typeof process.emitWarning;
 }
 
 if (import.meta.main) {

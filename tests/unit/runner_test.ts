@@ -1,24 +1,10 @@
 import assert from "node:assert/strict";
 import { enrolmentUpdate } from "../../lib/event.ts";
-import { processWindow, type WindowSummary } from "../../lib/pipeline.ts";
+import { emptySummary, processWindow } from "../../lib/pipeline.ts";
 import { Runner } from "../../lib/runner.ts";
 import type { Window } from "../../lib/window.ts";
 import { EXAMPLE_KEY, exampleSets } from "../fixtures.ts";
 import { FakeClock, MemorySource, Outage, stubWorld } from "../stubs.ts";
-
-const summary = (w: Window): WindowSummary => ({
-  messages: w.messages.length,
-  units: w.units.length,
-  duplicates: 0,
-  enrolments: 0,
-  processed: 0,
-  filtered: 0,
-  retired: 0,
-  failedEnrolments: 0,
-  failedMessages: 0,
-  skippedMessages: 0,
-  completions: 0,
-});
 
 /** A runner whose windows are recorded, and processed when the test says so. */
 function recordingRunner(limits = { maxUnits: 3, maxWaitMs: 1000 }) {
@@ -37,7 +23,7 @@ function recordingRunner(limits = { maxUnits: 3, maxWaitMs: 1000 }) {
       const gate = Promise.withResolvers<void>();
       gates.push(gate);
       await gate.promise;
-      return summary(window);
+      return emptySummary(window);
     },
   });
   return { source, clock, windows, gates, runner, metrics };
