@@ -1,19 +1,18 @@
 /**
  * The Redis adapters against the local stack (`scripts/stack.sh up`), in the
  * job's default databases (10 and 13) under keys unique to the run, deleted
- * afterwards. The in-process cache tests need no server.
+ * afterwards.
  *
  * Run: scripts/deno.sh test --allow-all tests/integration/redis_test.ts
  */
 
 import assert from "node:assert/strict";
 import type { Redis } from "ioredis";
-import { type Clock, PermanentError, type RelationCache } from "../../lib/ports.ts";
+import { PermanentError } from "../../lib/ports.ts";
 import {
   closeRedis,
   connectRedis,
   connectRelationCache,
-  LocalTtlRelationCache,
   RedisDedupStore,
   RedisRelationCache,
 } from "../../lib/redis.ts";
@@ -182,72 +181,4 @@ Deno.test("redis: connectRelationCache puts the in-process cache in front when i
       await direct.close();
     }
   });
-});
-
-/** An in-memory relation cache recording each call. */
-function fakeInner(sets: Record<string, string[]>): RelationCache & { calls: string[][] } {
-  const calls: string[][] = [];
-  return {
-    calls,
-    members(keys) {
-      calls.push(keys);
-      return Promise.resolve(new Map(keys.map((k) => [k, [...(sets[k] ?? [])]])));
-    },
-  };
-}
-
-function manualClock(): Clock & { t: number } {
-  return {
-    t: 0,
-    now() {
-      return this.t;
-    },
-    setTimer: () => () => {},
-  };
-}
-
-Deno.test("local relation cache: caches non-empty sets until the TTL passes", async () => {
-  const sets: Record<string, string[]> = { a: ["1"], b: ["2", "3"] };
-  const inner = fakeInner(sets);
-  const clock = manualClock();
-  const cache = new LocalTtlRelationCache(inner, { ttlMs: 1000, clock });
-
-  assert.deepEqual(
-    await cache.members(["a", "b", "empty"]),
-    new Map([
-      ["a", ["1"]],
-      ["b", ["2", "3"]],
-      ["empty", []],
-    ]),
-  );
-  clock.t = 999;
-  sets.a = ["changed"];
-  sets.empty = ["appeared"];
-  assert.deepEqual(
-    await cache.members(["a", "empty"]),
-    new Map([
-      ["a", ["1"]],
-      ["empty", ["appeared"]],
-    ]),
-  );
-  assert.deepEqual(inner.calls, [["a", "b", "empty"], ["empty"]], "an empty set is asked again");
-  clock.t = 1000;
-  assert.deepEqual((await cache.members(["a"])).get("a"), ["changed"], "expired entry refetched");
-  assert.deepEqual(await cache.members([]), new Map());
-  assert.equal(inner.calls.length, 3);
-});
-
-Deno.test("local relation cache: holds at most maxEntries sets, dropping the oldest", async () => {
-  const inner = fakeInner({ a: ["1"], b: ["2"], c: ["3"] });
-  const cache = new LocalTtlRelationCache(inner, {
-    ttlMs: 1000,
-    maxEntries: 2,
-    clock: manualClock(),
-  });
-  await cache.members(["a", "b", "c"]);
-  assert.equal(cache.size, 2);
-  await cache.members(["b", "c"]);
-  assert.equal(inner.calls.length, 1, "b and c are kept");
-  await cache.members(["a"]);
-  assert.deepEqual(inner.calls[1], ["a"], "a was dropped");
 });
