@@ -69,6 +69,9 @@ function classify(error: unknown): never {
   throw error;
 }
 
+/** Longest wait of one fetch round; bounds how long a disconnect waits for it. */
+export const FETCH_MAX_WAIT_MS = 1000;
+
 /** How often a blocked message handler keeps the group membership alive. */
 const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
 
@@ -88,6 +91,11 @@ export class KafkaInput implements InputSource {
       // A crashed member holds its partitions until the session times out.
       sessionTimeout: opts.sessionTimeoutMs,
       heartbeatInterval: Math.min(3000, Math.floor(opts.sessionTimeoutMs / 3)),
+      // How long a fetch waits for data, and how long KafkaJS sleeps between
+      // rounds once every partition is paused (as on shutdown). A disconnect
+      // waits for that round to end: KafkaJS's default of 5 s was most of
+      // every graceful stop. Idle, this is one small request a second.
+      maxWaitTimeInMs: FETCH_MAX_WAIT_MS,
     });
     const { events } = this.#consumer;
     this.#consumer.on(events.END_BATCH_PROCESS, ({ payload }) => {
