@@ -715,3 +715,50 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "SIGTERM during an outage: the window is abandoned uncommitted, exit 0; a restart applies it",
+  opts,
+  async () => {
+    const stack = await Stack.open();
+    for (const client of [stack.relations, stack.dedup]) client.on("error", () => {});
+    const env = stack.envForJob({ SHUTDOWN_TIMEOUT: "2s" });
+    let job = new JobProcess(env);
+    let redisDown = false;
+    try {
+      const { courseId, keys } = await seedCourse(stack, 2);
+      await job.ready();
+      await stackService("stop", "redis");
+      redisDown = true;
+      await stack.produce(keys.map((key) => enrolmentUpdate(key, completed(["R1", "R2", "R3"]))));
+      await waitFor("/readyz 503 during the outage", async () => (await job.readyStatus()) === 503);
+      const signalled = performance.now();
+      const status = await job.stop();
+      const exitMs = Math.round(performance.now() - signalled);
+      assert.equal(status.code, 0, job.log);
+      assert.ok(exitMs < 4000, `exit took ${exitMs} ms with SHUTDOWN_TIMEOUT=2s`);
+      const abandoned = logLines(job.log).find((l) => l.message.startsWith("window abandoned"));
+      assert.equal(abandoned?.level, "WARN", job.log);
+      assert.match(String(abandoned?.properties.reason), /shutdown timeout of 2000 ms/);
+      assert.equal(await stack.committedInput(), 0);
+
+      await stackService("up", "redis");
+      redisDown = false;
+      // The stack's Redis keeps nothing across a restart: the course service
+      // side (the test) writes the structure again.
+      await stack.seedSets(exampleSets(courseId));
+      job = new JobProcess(env);
+      await waitFor("both enrolments completed after the restart", async () => {
+        const rows = await Promise.all(keys.map((k) => stack.enrolment(k)));
+        return rows.every((r) => r?.status === 2 && r.progress === 3);
+      });
+      await waitFor("both messages committed", async () => (await stack.committedInput()) === 2);
+      console.log(`sigterm during outage: exit ${exitMs} ms after the signal`);
+    } finally {
+      if (redisDown) await stackService("up", "redis");
+      const status = await job.stop();
+      await stack.close();
+      assert.equal(status.code, 0, job.log);
+    }
+  },
+);
