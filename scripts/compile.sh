@@ -34,7 +34,7 @@ while [ "$#" -gt 0 ]; do
       ;;
     --output) output="${2:?--output needs a path}"; shift 2 ;;
     --target) target=(--target "${2:?--target needs a target triple}"); shift 2 ;;
-    -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compile: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
