@@ -88,7 +88,7 @@ export function makeCourse(id: string, shape: CourseShape = DEFAULT_SHAPE): Cour
 export interface EnrolmentPlanData {
   key: EnrolmentKey;
   course: Course;
-  /** Rows upstream wrote before the events (the job reads them). */
+  /** Rows before the enrolment's contents were completed; see {@linkcode storedRows}. */
   rows: ConsumptionRow[];
   /** Contents the events complete, in the order they are sent. */
   targets: string[];
@@ -145,6 +145,35 @@ export function makeEnrolment(
     targets: candidates.slice(0, opts.targetCount),
     completes: false,
   };
+}
+
+/**
+ * The rows as they are stored when the job reads them. lms-service writes a
+ * content's row with status 2 before it publishes the event (SPEC §1), and
+ * the job writes only the counters, never `status`: without these rows, a
+ * content completed in one window reads back as status 1 in the next and
+ * the enrolment never completes. Counters of a new row are left unset (0
+ * here, null in Cassandra), as upstream leaves them.
+ *
+ * A completing enrolment's last target is withheld (its row appears only
+ * through the job's counter write). With every row at status 2 up front, the
+ * enrolment would complete on its first event and the filter would then skip
+ * its later events and their AUDIT events: correct, but the expected output
+ * would depend on where windows happen to close.
+ */
+export function storedRows(e: EnrolmentPlanData): ConsumptionRow[] {
+  const rows = new Map(e.rows.map((r) => [r.contentId, r]));
+  const upstream = e.completes ? e.targets.slice(0, -1) : e.targets;
+  for (const contentId of upstream) {
+    const prior = rows.get(contentId);
+    rows.set(contentId, {
+      contentId,
+      status: 2,
+      viewCount: prior?.viewCount ?? 0,
+      completedCount: prior?.completedCount ?? 0,
+    });
+  }
+  return [...rows.values()];
 }
 
 /** A `batch-enrolment-update` event value, as lms-service publishes it. */
@@ -248,6 +277,7 @@ export function flags(args: string[]) {
         return value;
       });
     },
+    str: (name: string, fallback: string) => values.get(name) ?? fallback,
     has: (name: string) => values.has(name),
   };
 }

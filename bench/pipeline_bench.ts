@@ -32,6 +32,7 @@ import {
   mib,
   percentile,
   seededRandom,
+  storedRows,
 } from "./data.ts";
 
 /** Options of one run; see the module doc for the flags. */
@@ -139,7 +140,7 @@ export async function runPipelineBench(opts: PipelineBenchOptions): Promise<Pipe
     }
     const data = windowEnrolments(random, courses, w, opts);
     for (const e of data) {
-      for (const row of e.rows) world.progress.seedConsumption(e.key, row);
+      for (const row of storedRows(e)) world.progress.seedConsumption(e.key, row);
       world.progress.seedEnrolment(e.key, 1);
     }
     const parseStart = performance.now();
@@ -231,7 +232,7 @@ function benchPlan(
     return {
       key: e.key,
       units: e.targets.map((contentId) => ({ ...e.key, contentId })),
-      rows: e.rows,
+      rows: storedRows(e),
       sets,
       enrolment: { status: 1 },
     };
