@@ -11,7 +11,7 @@
 import { parseArgs } from "node:util";
 import { checkServices, replayFile } from "./lib/commands.ts";
 import { type Config, ConfigError, loadConfig, mergeEnv, parseDotenv } from "./lib/config.ts";
-import { Health, probeHealth, serveOps, useDenoProcessMemory } from "./lib/http.ts";
+import { Health, probeHealth, serveOps } from "./lib/http.ts";
 import { startJob } from "./lib/job.ts";
 import { muteKafkajsTimerWarning } from "./lib/kafka.ts";
 import { logger, setupLogging } from "./lib/log.ts";
@@ -121,7 +121,6 @@ async function environment(envFile?: string): Promise<Record<string, string | un
 async function run(config: Config): Promise<number> {
   const log = logger("main");
   const metrics = new JobMetrics({ processMetrics: true });
-  useDenoProcessMemory(metrics.registry);
   const health = new Health();
   const startup = new AbortController();
   let job: Awaited<ReturnType<typeof startJob>> | null = null;

@@ -6,7 +6,6 @@
  * @module
  */
 
-import client from "prom-client";
 import type { JobMetrics } from "./metrics.ts";
 
 /** What `/readyz` reports, kept current by the job. */
@@ -84,37 +83,6 @@ export function serveOps(
     { ...listen, onListen: onListen ?? (() => {}) },
     (request) => handleOpsRequest(request, deps),
   );
-}
-
-/**
- * prom-client's process metrics that read `/proc/self`, which Deno lets a
- * program read only under `--allow-all`: with the job's own permissions
- * (scripts/compile.sh) they would always show 0.
- */
-const PROC_SELF_METRICS = [
-  "process_resident_memory_bytes",
-  "process_virtual_memory_bytes",
-  "process_heap_bytes",
-  "process_open_fds",
-  "process_max_fds",
-];
-
-/**
- * Replaces prom-client's `/proc/self` readers in `registry` (after
- * `collectDefaultMetrics`) by `process_resident_memory_bytes` from
- * `Deno.memoryUsage()`, which needs no permission; the others are dropped
- * rather than exported as zeros.
- */
-export function useDenoProcessMemory(registry: client.Registry): void {
-  for (const name of PROC_SELF_METRICS) registry.removeSingleMetric(name);
-  new client.Gauge({
-    name: "process_resident_memory_bytes",
-    help: "Resident memory size in bytes.",
-    registers: [registry],
-    collect() {
-      this.set(Deno.memoryUsage().rss);
-    },
-  });
 }
 
 /**

@@ -89,7 +89,10 @@ export class JobMetrics {
       labelNames: ["stage"],
       registers,
     });
-    if (opts.processMetrics) client.collectDefaultMetrics({ register: this.registry });
+    if (opts.processMetrics) {
+      client.collectDefaultMetrics({ register: this.registry });
+      useDenoProcessMemory(this.registry);
+    }
   }
 
   /** Adds `by` (default 1) to a counter. */
@@ -107,6 +110,37 @@ export class JobMetrics {
   text(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/**
+ * prom-client's process metrics that read `/proc/self`, which Deno lets a
+ * program read only under `--allow-all`: with the job's own permissions
+ * (scripts/compile.sh) they would always show 0.
+ */
+const PROC_SELF_METRICS = [
+  "process_resident_memory_bytes",
+  "process_virtual_memory_bytes",
+  "process_heap_bytes",
+  "process_open_fds",
+  "process_max_fds",
+];
+
+/**
+ * Replaces prom-client's `/proc/self` readers in `registry` (after
+ * `collectDefaultMetrics`) by `process_resident_memory_bytes` from
+ * `Deno.memoryUsage()`, which needs no permission; the others are dropped
+ * rather than exported as zeros.
+ */
+function useDenoProcessMemory(registry: client.Registry): void {
+  for (const name of PROC_SELF_METRICS) registry.removeSingleMetric(name);
+  new client.Gauge({
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes.",
+    registers: [registry],
+    collect() {
+      this.set(Deno.memoryUsage().rss);
+    },
+  });
 }
 
 function snake(name: string): string {

@@ -319,7 +319,19 @@ export class Stack {
   }
 }
 
-/** The job running as a child process, as operators run it. */
+/** The permission flags the job is compiled with (`scripts/compile.sh --print-permissions`). */
+export const JOB_PERMISSIONS: string[] = new TextDecoder().decode(
+  (await new Deno.Command("bash", {
+    args: ["scripts/compile.sh", "--print-permissions"],
+    cwd: ROOT,
+    stdout: "piped",
+  }).output()).stdout,
+).trim().split("\n");
+
+/**
+ * The job running as a child process, as operators run it: with exactly the
+ * compiled binary's permissions, so a permission the job lacks shows up here.
+ */
 export class JobProcess {
   readonly output: string[] = [];
   readonly exited: Promise<Deno.CommandStatus>;
@@ -333,7 +345,7 @@ export class JobProcess {
   ) {
     const echo = opts.echo ?? Boolean(Deno.env.get("IT_VERBOSE"));
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", "main.ts", ...args],
+      args: ["run", ...JOB_PERMISSIONS, "main.ts", ...args],
       cwd: ROOT,
       env,
       stdout: "piped",

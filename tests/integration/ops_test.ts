@@ -52,69 +52,6 @@ async function stackService(action: "stop" | "up", service: string): Promise<num
   return Math.round(performance.now() - started);
 }
 
-/** The permission flags the compiled binary gets (scripts/compile.sh). */
-const PERMISSIONS = (await script("scripts/compile.sh", "--print-permissions")).trim().split("\n");
-
-/**
- * The job run with exactly the compiled binary's permissions instead of
- * `--allow-all` (as {@linkcode JobProcess} does), so a permission the job
- * lacks shows up here as it would in production.
- */
-class PermittedJob {
-  readonly output: string[] = [];
-  readonly exited: Promise<Deno.CommandStatus>;
-  readonly #child: Deno.ChildProcess;
-
-  constructor(readonly env: Record<string, string>, args = ["run"]) {
-    this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...PERMISSIONS, "main.ts", ...args],
-      cwd: ROOT,
-      env,
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const pump = async (stream: ReadableStream<Uint8Array>) => {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        this.output.push(chunk);
-      }
-    };
-    const pumped = Promise.all([pump(this.#child.stdout), pump(this.#child.stderr)]);
-    this.exited = this.#child.status.then(async (status) => {
-      await pumped;
-      return status;
-    });
-  }
-
-  get opsUrl(): string {
-    return `http://127.0.0.1:${this.env.HTTP_PORT}`;
-  }
-
-  async ready(timeoutMs = 60_000): Promise<void> {
-    await waitFor("the job to be ready", async () => {
-      const response = await fetch(`${this.opsUrl}/readyz`);
-      await response.body?.cancel();
-      return response.status === 200;
-    }, timeoutMs);
-  }
-
-  async metrics(): Promise<string> {
-    return await (await fetch(`${this.opsUrl}/metrics`)).text();
-  }
-
-  async stop(): Promise<Deno.CommandStatus> {
-    try {
-      this.#child.kill("SIGTERM");
-    } catch {
-      // already exited
-    }
-    return await this.exited;
-  }
-
-  get log(): string {
-    return this.output.join("");
-  }
-}
-
 /** One JSON log line of the job (LogTape's JSON Lines format). */
 interface LogLine {
   level: string;
@@ -193,7 +130,7 @@ Deno.test(
       THRESHOLD_BATCH_READ_SIZE: "4",
       THRESHOLD_BATCH_READ_INTERVAL: "3s",
     });
-    const job = new PermittedJob(env);
+    const job = new JobProcess(env);
     try {
       const courseId = unique("C");
       const a = { userId: unique("U"), courseId, batchId: unique("B") };
@@ -321,10 +258,10 @@ Deno.test(
       assert.deepEqual(await healthz.json(), { alive: true });
 
       // The `healthcheck` command (the container's HEALTHCHECK), with the same permissions.
-      const healthy = new PermittedJob(env, ["healthcheck"]);
+      const healthy = new JobProcess(env, ["healthcheck"]);
       assert.equal((await healthy.exited).code, 0, healthy.log);
       assert.match(healthy.log, /^healthy: http:\/\/127\.0\.0\.1:\d+\/healthz answered 200/m);
-      const nobody = new PermittedJob({ ...env, HTTP_PORT: String(freePort()) }, ["healthcheck"]);
+      const nobody = new JobProcess({ ...env, HTTP_PORT: String(freePort()) }, ["healthcheck"]);
       assert.equal((await nobody.exited).code, 1, nobody.log);
       assert.match(nobody.log, /^unhealthy: http:\/\/127\.0\.0\.1:\d+\/healthz: /m);
     } finally {

@@ -119,3 +119,16 @@ Deno.test("config/example.env is valid and documents the defaults", async () => 
   const text = await Deno.readTextFile(new URL("../../config/example.env", import.meta.url));
   assert.deepEqual(loadConfig(parseDotenv(text)), loadConfig({}));
 });
+
+Deno.test("`deno task start` runs with the compiled binary's permissions", async () => {
+  const root = new URL("../../", import.meta.url);
+  const { stdout } = await new Deno.Command("bash", {
+    args: ["scripts/compile.sh", "--print-permissions"],
+    cwd: root,
+    stdout: "piped",
+  }).output();
+  const compiled = new TextDecoder().decode(stdout).trim().split("\n");
+  const tasks = JSON.parse(await Deno.readTextFile(new URL("deno.json", root))).tasks;
+  const start = (tasks.start as string).split(" ").filter((w) => w.startsWith("--allow"));
+  assert.deepEqual(start.sort(), compiled.sort());
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { handleOpsRequest, Health, useDenoProcessMemory } from "../../lib/http.ts";
+import { handleOpsRequest, Health } from "../../lib/http.ts";
 import { JobMetrics } from "../../lib/metrics.ts";
 
 /** The sample lines (no comments) of one metric in Prometheus text. */
@@ -9,7 +9,6 @@ function samples(text: string, name: string): string[] {
 
 Deno.test("process memory comes from Deno.memoryUsage, the /proc readers are gone", async () => {
   const metrics = new JobMetrics({ processMetrics: true });
-  useDenoProcessMemory(metrics.registry);
   const text = await metrics.text();
   const rss = samples(text, "process_resident_memory_bytes");
   assert.equal(rss.length, 1, text);
