@@ -9,8 +9,8 @@ import {
   configure,
   getConsoleSink,
   getLogger,
-  jsonLinesFormatter,
   type Logger,
+  type LogRecord,
 } from "@logtape/logtape";
 import type { LogLevel } from "./config.ts";
 
@@ -20,7 +20,7 @@ const ROOT = "activity-aggregate-updater";
 export async function setupLogging(level: LogLevel): Promise<void> {
   await configure({
     reset: true,
-    sinks: { stdout: getConsoleSink({ formatter: jsonLinesFormatter }) },
+    sinks: { stdout: getConsoleSink({ formatter: jsonLine }) },
     loggers: [
       { category: [ROOT], lowestLevel: level, sinks: ["stdout"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stdout"] },
@@ -31,4 +31,31 @@ export async function setupLogging(level: LogLevel): Promise<void> {
 /** The logger of one module. */
 export function logger(module: string): Logger {
   return getLogger([ROOT, module]);
+}
+
+const LEVEL_NAMES: Record<LogRecord["level"], string> = {
+  trace: "TRACE",
+  debug: "DEBUG",
+  info: "INFO",
+  warning: "WARN",
+  error: "ERROR",
+  fatal: "FATAL",
+};
+
+/**
+ * One JSON line per record. Unlike LogTape's own JSON formatter, strings are
+ * put into the message as they are, not quoted: `dedup-check failed`, not
+ * `"dedup-check" failed`.
+ */
+export function jsonLine(record: LogRecord): string {
+  const message = record.message
+    .map((part, i) => i % 2 === 0 || typeof part === "string" ? part : JSON.stringify(part))
+    .join("");
+  return JSON.stringify({
+    "@timestamp": new Date(record.timestamp).toISOString(),
+    level: LEVEL_NAMES[record.level],
+    message,
+    logger: record.category.join("."),
+    properties: record.properties,
+  });
 }
