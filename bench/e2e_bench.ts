@@ -155,7 +155,7 @@ async function drain(stack: Stack, job: JobProcess, total: number, timeoutMs: nu
 }
 
 /** Seeds relation-cache sets, consumption rows and enrolment rows; returns rows written. */
-async function seed(stack: Stack, data: EnrolmentPlanData[]): Promise<number> {
+export async function seed(stack: Stack, data: EnrolmentPlanData[]): Promise<number> {
   const courses = new Map(data.map((e) => [e.course.id, e.course]));
   await stack.seedSets(Object.assign({}, ...[...courses.values()].map((c) => c.sets)));
   const rows = data.flatMap((e) =>
@@ -259,8 +259,10 @@ async function verify(
   return problems.length > 0 ? [...problems.map((p) => `FAILED: ${p}`)] : checks;
 }
 
-/** One run: a fresh stack namespace, seeded data, a backlog, the job draining it. */
-export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
+/** Data of one run: enrolments, their events in publishing order, and the unit count. */
+export function generateRun(
+  opts: Pick<E2eOptions, "enrolments" | "events" | "courses" | "rows" | "completing" | "seed">,
+) {
   const random = seededRandom(opts.seed);
   // Ids of this run only: the relation cache and tables are shared with other tests.
   const prefix = unique("bench").replaceAll("-", "");
@@ -278,19 +280,69 @@ export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
   });
   const events = interleavedEvents(random, data);
   const units = data.reduce((n, e) => n + e.targets.length, 0);
+  return { data, events, units };
+}
 
+/**
+ * A fresh `Stack` (topics of its own, 4 input partitions) with the AUDIT
+ * topic grown to `auditPartitions`; see {@linkcode E2eOptions.auditPartitions}.
+ */
+export async function openStack(auditPartitions: number): Promise<Stack> {
   const stack = await Stack.open({ partitions: 4 });
   // Other engineers restart the shared Redis; without a listener ioredis
   // prints every reconnect attempt. The correctness checks catch real harm.
   for (const client of [stack.relations, stack.dedup]) client.on("error", () => {});
+  if (auditPartitions > 1) {
+    await provision({
+      cassandra: false,
+      topics: [{ topic: stack.topics.audit, numPartitions: auditPartitions }],
+    });
+  }
+  return stack;
+}
+
+/**
+ * Thrown when the shared Redis restarted during a run: it keeps nothing
+ * (`save ""`), so the seeded course structure is gone and the run measures
+ * failures. Other engineers' outage tests restart it; the caller retries.
+ */
+export class StackRestarted extends Error {
+  override name = "StackRestarted";
+}
+
+/** The Redis server's run id: it changes on every restart. */
+export async function redisRunId(stack: Stack): Promise<string> {
+  const info = await stack.relations.info("server");
+  return /run_id:(\w+)/.exec(info)?.[1] ?? "unknown";
+}
+
+/** Throws {@linkcode StackRestarted} when Redis is not the server `runId` names. */
+export async function assertRedisUnchanged(stack: Stack, runId: string): Promise<void> {
+  const now = await redisRunId(stack).catch(() => "unreachable");
+  if (now !== runId) {
+    throw new StackRestarted(`the shared Redis restarted during the run (${runId} → ${now})`);
+  }
+}
+
+/** Runs `run`, again (up to `attempts` times) when the shared Redis restarted under it. */
+export async function withRestartRetry<T>(run: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await run();
+    } catch (error) {
+      if (!(error instanceof StackRestarted) || attempt >= attempts) throw error;
+      console.error(`${error.message}; running again (attempt ${attempt + 1} of ${attempts})`);
+    }
+  }
+}
+
+/** One run: a fresh stack namespace, seeded data, a backlog, the job draining it. */
+export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
+  const { data, events, units } = generateRun(opts);
+  const stack = await openStack(opts.auditPartitions);
   let job: JobProcess | null = null;
   try {
-    if (opts.auditPartitions > 1) {
-      await provision({
-        cassandra: false,
-        topics: [{ topic: stack.topics.audit, numPartitions: opts.auditPartitions }],
-      });
-    }
+    const runId = await redisRunId(stack);
     let t = performance.now();
     const seededRows = await seed(stack, data);
     const seedSeconds = (performance.now() - t) / 1000;
@@ -326,6 +378,7 @@ export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
     const ready = performance.now();
     await drain(stack, job, events.length, opts.timeoutSeconds * 1000);
     const drained = performance.now();
+    await assertRedisUnchanged(stack, runId);
     const metricsText = await job.metrics();
     const peak = await memoryOf(pid);
     sampling = false;
@@ -473,18 +526,20 @@ if (import.meta.main) {
   const interval = str("interval", "1s");
   const results: E2eResult[] = [];
   for (const size of list("sizes", [100, 1000])) {
-    const result = await runE2e({
-      enrolments: num("enrolments", 2000),
-      events: num("events", 20_000),
-      courses: num("courses", 20),
-      rows: num("rows", 10),
-      completing: num("completing", 0.1),
-      batchReadSize: size,
-      interval,
-      seed: num("seed", 7),
-      timeoutSeconds: num("timeout", 240),
-      auditPartitions: num("audit-partitions", 5),
-    });
+    const result = await withRestartRetry(() =>
+      runE2e({
+        enrolments: num("enrolments", 2000),
+        events: num("events", 20_000),
+        courses: num("courses", 20),
+        rows: num("rows", 10),
+        completing: num("completing", 0.1),
+        batchReadSize: size,
+        interval,
+        seed: num("seed", 7),
+        timeoutSeconds: num("timeout", 240),
+        auditPartitions: num("audit-partitions", 5),
+      })
+    );
     results.push(result);
     if (!has("json")) {
       console.error(
