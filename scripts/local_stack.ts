@@ -83,6 +83,19 @@ export async function waitFor<T>(
   }
 }
 
+/** A CQL client on the stack's keyspace. */
+async function connectCassandra(): Promise<cassandra.Client> {
+  const cfg = stackCassandra();
+  const cql = new cassandra.Client({
+    contactPoints: cfg.contactPoints,
+    protocolOptions: { port: cfg.port },
+    localDataCenter: cfg.localDataCenter,
+    keyspace: cfg.keyspace,
+  });
+  await cql.connect();
+  return cql;
+}
+
 /** A free TCP port on 127.0.0.1. */
 export function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -100,8 +113,10 @@ export class Stack {
   readonly #consumers: Consumer[] = [];
   #producer: Producer | null = null;
 
+  #cql: cassandra.Client;
+
   private constructor(
-    readonly cql: cassandra.Client,
+    cql: cassandra.Client,
     readonly relations: Redis,
     readonly dedup: Redis,
     readonly kafka: Kafka,
@@ -109,6 +124,7 @@ export class Stack {
     readonly keyspace: string,
     readonly jobEnv: string,
   ) {
+    this.#cql = cql;
     this.topics = {
       input: `${jobEnv}.coursebatch.job.request`,
       failed: `${jobEnv}.activity.agg.failed`,
@@ -126,14 +142,7 @@ export class Stack {
       searchPort?: number;
     } = {},
   ): Promise<Stack> {
-    const cfg = stackCassandra();
-    const cql = new cassandra.Client({
-      contactPoints: cfg.contactPoints,
-      protocolOptions: { port: cfg.port },
-      localDataCenter: cfg.localDataCenter,
-      keyspace: cfg.keyspace,
-    });
-    await cql.connect();
+    const cql = await connectCassandra();
     const redis = stackRedis();
     const relations = new Redis({ ...redis, db: 10, lazyConnect: true });
     const dedup = new Redis({ ...redis, db: 13, lazyConnect: true });
@@ -141,7 +150,15 @@ export class Stack {
     const kafka = new Kafka({ clientId: "it", brokers: BROKERS, logLevel: logLevel.NOTHING });
     const search = await startSearchStub(opts.statuses, opts.searchPort);
     const jobEnv = opts.jobEnv ?? unique("it").replaceAll("-", "");
-    const stack = new Stack(cql, relations, dedup, kafka, search, cfg.keyspace, jobEnv);
+    const stack = new Stack(
+      cql,
+      relations,
+      dedup,
+      kafka,
+      search,
+      stackCassandra().keyspace,
+      jobEnv,
+    );
     await provision({
       brokers: BROKERS,
       cassandra: false,
@@ -153,6 +170,20 @@ export class Stack {
       ],
     });
     return stack;
+  }
+
+  /** The CQL client the readers and seeders use. */
+  get cql(): cassandra.Client {
+    return this.#cql;
+  }
+
+  /**
+   * Replaces the CQL client: after a Cassandra restart, a client that saw the
+   * node go down reconnects on its own schedule; a new one connects at once.
+   */
+  async reconnectCassandra(): Promise<void> {
+    await this.#cql.shutdown();
+    this.#cql = await connectCassandra();
   }
 
   /** The job's environment for this test's topics and the stack's services. */
@@ -315,7 +346,7 @@ export class Stack {
     await this.search.close();
     this.relations.disconnect();
     this.dedup.disconnect();
-    await this.cql.shutdown();
+    await this.#cql.shutdown();
   }
 }
 

@@ -7,7 +7,6 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import cassandra from "cassandra-driver";
 import { unitChecksum } from "../../lib/checksum.ts";
 import type { EnrolmentKey } from "../../lib/event.ts";
 import { VERSION } from "../../lib/version.ts";
@@ -18,7 +17,6 @@ import {
   JobProcess,
   metricValue,
   Stack,
-  stackCassandra,
   unique,
   waitFor,
 } from "../../scripts/local_stack.ts";
@@ -93,23 +91,6 @@ function labelledValue(text: string, name: string, labels: string): number | und
 const completed = (contentIds: string[]) =>
   contentIds.map((contentId) => ({ contentId, status: 2 }));
 
-/** Reads enrolment rows through a client of its own (see the Cassandra outage test). */
-async function readEnrolment(cql: cassandra.Client, key: EnrolmentKey) {
-  const rs = await cql.execute(
-    "SELECT status, progress, contentstatus FROM user_enrolments WHERE userid=? AND courseid=? AND batchid=?",
-    [key.userId, key.courseId, key.batchId],
-    { prepare: true },
-  );
-  const row = rs.first();
-  return row
-    ? {
-      status: row.status as number | null,
-      progress: row.progress as number | null,
-      contentStatus: (row.contentstatus ?? {}) as Record<string, number>,
-    }
-    : null;
-}
-
 /** Enrolments of a new course: each user's key, the course's structure seeded, status 1. */
 async function seedCourse(stack: Stack, users: number) {
   const courseId = unique("C");
@@ -118,6 +99,42 @@ async function seedCourse(stack: Stack, users: number) {
   const keys = Array.from({ length: users }, () => ({ userId: unique("U"), courseId, batchId }));
   await Promise.all(keys.map((key) => stack.seedEnrolment(key, 1)));
   return { courseId, keys };
+}
+
+/** The events sent during an outage: two learners complete the course, two start it. */
+function outageEvents(keys: EnrolmentKey[]) {
+  const [done1, done2, partial1, partial2] = keys;
+  return [
+    enrolmentUpdate(done1, completed(["R1", "R2", "R3"])),
+    enrolmentUpdate(done2, completed(["R1", "R2", "R3"])),
+    enrolmentUpdate(partial1, completed(["R1"])),
+    enrolmentUpdate(partial2, completed(["R1"])),
+  ];
+}
+
+/** Waits until the events of {@linkcode outageEvents} are applied; asserts each enrolment and checksum. */
+async function assertOutageApplied(stack: Stack, keys: EnrolmentKey[]): Promise<void> {
+  const [done1, done2, partial1, partial2] = keys;
+  await waitFor("every enrolment of the outage applied", async () => {
+    const rows = await Promise.all(keys.map((k) => stack.enrolment(k)));
+    return rows[0]?.status === 2 && rows[1]?.status === 2 &&
+      rows[2]?.progress === 1 && rows[3]?.progress === 1;
+  }, 30_000);
+  for (const key of [done1, done2]) {
+    assert.deepEqual((await stack.enrolment(key))?.contentStatus, { R1: 2, R2: 2, R3: 2 });
+  }
+  for (const key of [partial1, partial2]) {
+    const row = await stack.enrolment(key);
+    assert.deepEqual({ status: row?.status, contentStatus: row?.contentStatus }, {
+      status: 1,
+      contentStatus: { R1: 2 },
+    });
+  }
+  const units = [
+    ...[done1, done2].flatMap((k) => ["R1", "R2", "R3"].map((c) => ({ ...k, contentId: c }))),
+    ...[partial1, partial2].map((k) => ({ ...k, contentId: "R1" })),
+  ];
+  for (const unit of units) assert.ok(await stack.hasChecksum(unitChecksum(unit)), unit.userId);
 }
 
 Deno.test(
@@ -300,13 +317,7 @@ Deno.test(
       // Idle: no stage has failed, so readiness has not changed (ioredis only reconnects).
       assert.equal(await job.readyStatus(), 200);
 
-      const [done1, done2, partial1, partial2] = keys;
-      await stack.produce([
-        enrolmentUpdate(done1, completed(["R1", "R2", "R3"])),
-        enrolmentUpdate(done2, completed(["R1", "R2", "R3"])),
-        enrolmentUpdate(partial1, completed(["R1"])),
-        enrolmentUpdate(partial2, completed(["R1"])),
-      ]);
+      await stack.produce(outageEvents(keys));
       await waitFor("/readyz 503 during the outage", async () => (await job.readyStatus()) === 503);
       const warned = await waitFor(
         "a warn line naming the failing stage",
@@ -329,27 +340,8 @@ Deno.test(
       const upAt = performance.now();
       await job.ready(30_000);
       const readyMs = Math.round(performance.now() - upAt);
-      await waitFor("every enrolment of the outage applied", async () => {
-        const rows = await Promise.all(keys.map((k) => stack.enrolment(k)));
-        return rows[0]?.status === 2 && rows[1]?.status === 2 &&
-          rows[2]?.progress === 1 && rows[3]?.progress === 1;
-      });
+      await assertOutageApplied(stack, keys);
       const appliedMs = Math.round(performance.now() - upAt);
-      for (const key of [done1, done2]) {
-        assert.deepEqual((await stack.enrolment(key))?.contentStatus, { R1: 2, R2: 2, R3: 2 });
-      }
-      for (const key of [partial1, partial2]) {
-        const row = await stack.enrolment(key);
-        assert.deepEqual({ status: row?.status, contentStatus: row?.contentStatus }, {
-          status: 1,
-          contentStatus: { R1: 2 },
-        });
-      }
-      const units = [
-        ...[done1, done2].flatMap((k) => ["R1", "R2", "R3"].map((c) => ({ ...k, contentId: c }))),
-        ...[partial1, partial2].map((k) => ({ ...k, contentId: "R1" })),
-      ];
-      for (const unit of units) assert.ok(await stack.hasChecksum(unitChecksum(unit)), unit.userId);
       await waitFor(
         "the outage's messages committed",
         async () => (await stack.committedInput()) === 5,
@@ -357,7 +349,7 @@ Deno.test(
       await waitFor("three certificates", () => certs.length === 3);
       assert.deepEqual(
         certs.map((e) => (e.edata as { userIds: string[] }).userIds[0]).sort(),
-        [warm, done1, done2].map((k) => k.userId).sort(),
+        [warm, keys[0], keys[1]].map((k) => k.userId).sort(),
       );
       const after = await job.metrics();
       assert.equal(labelledValue(after, "activity_agg_outage", 'stage="dedup-check"'), 0);
@@ -388,9 +380,6 @@ Deno.test(
     const stack = await Stack.open();
     const job = new JobProcess(stack.envForJob());
     let cassandraDown = false;
-    // The test's own reads after the restart go through a new client: one that
-    // saw the node go down reconnects on its own schedule (see lib/cassandra.ts).
-    let fresh: cassandra.Client | null = null;
     try {
       const { keys } = await seedCourse(stack, 4);
       const certs = await stack.collect(stack.topics.cert);
@@ -399,13 +388,7 @@ Deno.test(
       const stopMs = await stackService("stop", "cassandra");
       cassandraDown = true;
       assert.equal(await job.readyStatus(), 200, "idle: no stage has failed yet");
-      const [done1, done2, partial1, partial2] = keys;
-      await stack.produce([
-        enrolmentUpdate(done1, completed(["R1", "R2", "R3"])),
-        enrolmentUpdate(done2, completed(["R1", "R2", "R3"])),
-        enrolmentUpdate(partial1, completed(["R1"])),
-        enrolmentUpdate(partial2, completed(["R1"])),
-      ]);
+      await stack.produce(outageEvents(keys));
       await waitFor("/readyz 503 during the outage", async () => (await job.readyStatus()) === 503);
       const warned = await waitFor(
         "a warn line naming the failing stage",
@@ -427,33 +410,9 @@ Deno.test(
       const upAt = performance.now();
       await job.ready(60_000);
       const readyMs = Math.round(performance.now() - upAt);
-      const cfg = stackCassandra();
-      fresh = new cassandra.Client({
-        contactPoints: cfg.contactPoints,
-        protocolOptions: { port: cfg.port },
-        localDataCenter: cfg.localDataCenter,
-        keyspace: stack.keyspace,
-      });
-      const cql = fresh;
-      await waitFor("every enrolment of the outage applied", async () => {
-        const rows = await Promise.all(keys.map((k) => readEnrolment(cql, k)));
-        return rows[0]?.status === 2 && rows[1]?.status === 2 &&
-          rows[2]?.progress === 1 && rows[3]?.progress === 1;
-      }, 30_000);
+      await stack.reconnectCassandra();
+      await assertOutageApplied(stack, keys);
       const appliedMs = Math.round(performance.now() - upAt);
-      for (const key of [done1, done2]) {
-        assert.deepEqual((await readEnrolment(cql, key))?.contentStatus, { R1: 2, R2: 2, R3: 2 });
-      }
-      for (const key of [partial1, partial2]) {
-        const row = await readEnrolment(cql, key);
-        assert.deepEqual({ status: row?.status, contentStatus: row?.contentStatus }, {
-          status: 1,
-          contentStatus: { R1: 2 },
-        });
-      }
-      for (const key of keys) {
-        assert.ok(await stack.hasChecksum(unitChecksum({ ...key, contentId: "R1" })));
-      }
       await waitFor(
         "the outage's messages committed",
         async () => (await stack.committedInput()) === 4,
@@ -468,7 +427,6 @@ Deno.test(
     } finally {
       if (cassandraDown) await stackService("up", "cassandra");
       const status = await job.stop();
-      await fresh?.shutdown();
       await stack.close();
       assert.equal(status.code, 0, job.log);
     }
