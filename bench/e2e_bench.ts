@@ -7,7 +7,7 @@
  * Run: `scripts/deno.sh run --allow-all bench/e2e_bench.ts`.
  * Options: `--enrolments=2000 --events=20000 --courses=20 --rows=10
  * --completing=0.1 --sizes=100,1000 --interval=1s --seed=7 --timeout=240
- * --audit-partitions=5 --json`.
+ * --audit-partitions=5 --steady-rate=100 --steady-seconds=10 --json`.
  * `--events` is a target: each enrolment gets `events / enrolments` events on
  * average (of 1–3 contents each), so the real count is printed.
  *
@@ -35,7 +35,14 @@ import {
   seededRandom,
   storedRows,
 } from "./data.ts";
-import { distribution, type Histogram, histogram, quantile, samples } from "./prometheus.ts";
+import {
+  distribution,
+  type Histogram,
+  histogram,
+  quantile,
+  samples,
+  subtract,
+} from "./prometheus.ts";
 
 /** Options of one run; see the module doc for the flags. */
 export interface E2eOptions {
@@ -58,6 +65,13 @@ export interface E2eOptions {
    * with the input's 4) spreads them.
    */
   auditPartitions: number;
+  /**
+   * After the backlog, events per second sent at a steady pace for
+   * `steadySeconds`, to new enrolments: latency while the job keeps up (the
+   * backlog's latency is only the age of the queue). 0 skips the phase.
+   */
+  steadyRate: number;
+  steadySeconds: number;
 }
 
 /** What one run measured. */
@@ -72,12 +86,40 @@ export interface E2eResult {
   drainSeconds: number;
   eventsPerSecond: number;
   unitsPerSecond: number;
-  latency: { p50: number; p95: number; p99: number; mean: number } | null;
+  /** Over the backlog: mostly how long an event queued before the job reached it. */
+  latency: LatencySummary | null;
+  /** Over the steady phase, when the job keeps up. */
+  steady: {
+    events: number;
+    rate: number;
+    latency: LatencySummary | null;
+    windowUnits: number;
+    windowMs: number;
+  } | null;
   windowUnits: { mean: number; count: number; distribution: string } | null;
   windowSeconds: { p50: number; p95: number; mean: number; total: number } | null;
-  rss: { peakHwmBytes: number; peakSampledBytes: number; promBytes: number | null };
+  rss: {
+    /** Once connected, before the first window: the runtime and its libraries. */
+    readyBytes: number;
+    peakHwmBytes: number;
+    peakSampledBytes: number;
+    /** prom-client's `process_resident_memory_bytes` after the backlog, to compare. */
+    promBytes: number | null;
+  };
   counters: Record<string, number>;
   checks: string[];
+}
+
+/** Quantiles (interpolated within the job's buckets) and the exact mean, in seconds. */
+export interface LatencySummary {
+  p50: number;
+  p95: number;
+  mean: number;
+}
+
+function latencySummary(h: Histogram | null): LatencySummary | null {
+  if (!h || h.count === 0) return null;
+  return { p50: quantile(h, 0.5), p95: quantile(h, 0.95), mean: h.sum / h.count };
 }
 
 /** Counters of `/metrics` reported in the results (suffix `_total` dropped). */
@@ -288,7 +330,16 @@ export function generateRun(
  * topic grown to `auditPartitions`; see {@linkcode E2eOptions.auditPartitions}.
  */
 export async function openStack(auditPartitions: number): Promise<Stack> {
-  const stack = await Stack.open({ partitions: 4 });
+  // Redis may be mid-restart (another engineer's outage test): wait it out.
+  let stack: Stack | null = null;
+  for (let attempt = 1; !stack; attempt++) {
+    try {
+      stack = await Stack.open({ partitions: 4 });
+    } catch (error) {
+      if (attempt >= 15) throw error;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
   // Other engineers restart the shared Redis; without a listener ioredis
   // prints every reconnect attempt. The correctness checks catch real harm.
   for (const client of [stack.relations, stack.dedup]) client.on("error", () => {});
@@ -336,15 +387,71 @@ export async function withRestartRetry<T>(run: () => Promise<T>, attempts = 3): 
   }
 }
 
+/**
+ * Sends `events` at `opts.steadyRate` per second to the running job (which
+ * has committed `before` messages), waits for their commits and returns what
+ * the histograms observed meanwhile.
+ */
+async function steadyPhase(
+  stack: Stack,
+  job: JobProcess,
+  events: Record<string, unknown>[],
+  opts: E2eOptions,
+  before: number,
+  metricsBefore: string,
+): Promise<NonNullable<E2eResult["steady"]>> {
+  const tick = 100;
+  const perTick = opts.steadyRate * tick / 1000;
+  const started = performance.now();
+  let sent = 0;
+  // Paced by the clock, not by sleeps alone, so a slow produce does not lower the rate.
+  while (sent < events.length) {
+    const due = Math.min(
+      events.length,
+      Math.round(((performance.now() - started) / tick + 1) * perTick),
+    );
+    if (due > sent) {
+      await stack.produce(events.slice(sent, due));
+      sent = due;
+    }
+    await new Promise((r) => setTimeout(r, tick));
+  }
+  const rate = events.length / ((performance.now() - started) / 1000);
+  await drain(stack, job, before + events.length, 60_000);
+  const after = await job.metrics();
+  const diff = (name: string) => {
+    const later = histogram(after, name);
+    return later && subtract(later, histogram(metricsBefore, name));
+  };
+  const sizes = diff("activity_agg_window_units");
+  const durations = diff("activity_agg_window_processing_seconds");
+  return {
+    events: events.length,
+    rate,
+    latency: latencySummary(diff("activity_agg_end_to_end_latency_seconds")),
+    windowUnits: sizes && sizes.count > 0 ? sizes.sum / sizes.count : NaN,
+    windowMs: durations && durations.count > 0 ? (1000 * durations.sum) / durations.count : NaN,
+  };
+}
+
 /** One run: a fresh stack namespace, seeded data, a backlog, the job draining it. */
 export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
   const { data, events, units } = generateRun(opts);
+  // The steady phase's enrolments: ~10 events each, of their own.
+  const steadyEvents = Math.round(opts.steadyRate * opts.steadySeconds);
+  const steady = generateRun({
+    ...opts,
+    enrolments: Math.max(1, Math.ceil(steadyEvents / 10)),
+    events: steadyEvents,
+    seed: opts.seed + 1,
+  });
+  if (steadyEvents === 0) steady.events.length = 0;
   const stack = await openStack(opts.auditPartitions);
   let job: JobProcess | null = null;
   try {
     const runId = await redisRunId(stack);
     let t = performance.now();
-    const seededRows = await seed(stack, data);
+    const seededRows = await seed(stack, steadyEvents > 0 ? [...data, ...steady.data] : data);
     const seedSeconds = (performance.now() - t) / 1000;
 
     t = performance.now();
@@ -376,10 +483,14 @@ export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
     })();
     await job.ready();
     const ready = performance.now();
+    const readyBytes = (await memoryOf(pid))?.rss ?? NaN;
     await drain(stack, job, events.length, opts.timeoutSeconds * 1000);
     const drained = performance.now();
-    await assertRedisUnchanged(stack, runId);
     const metricsText = await job.metrics();
+    const steadyResult = steadyEvents > 0
+      ? await steadyPhase(stack, job, steady.events, opts, events.length, metricsText)
+      : null;
+    await assertRedisUnchanged(stack, runId);
     const peak = await memoryOf(pid);
     sampling = false;
     await sampler;
@@ -387,7 +498,12 @@ export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
     job = null;
     if (status.code !== 0) throw new Error(`the job exited with ${status.code}`);
 
-    const checks = await verify(stack, data, outputs, failed);
+    const checks = await verify(
+      stack,
+      steadyEvents > 0 ? [...data, ...steady.data] : data,
+      outputs,
+      failed,
+    );
     const plain = samples(metricsText);
     const latency = histogram(metricsText, "activity_agg_end_to_end_latency_seconds");
     const sizes = histogram(metricsText, "activity_agg_window_units");
@@ -405,12 +521,8 @@ export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
       drainSeconds,
       eventsPerSecond: events.length / drainSeconds,
       unitsPerSecond: units / drainSeconds,
-      latency: latency && {
-        p50: quantile(latency, 0.5),
-        p95: quantile(latency, 0.95),
-        p99: quantile(latency, 0.99),
-        mean: mean(latency),
-      },
+      latency: latencySummary(latency),
+      steady: steadyResult,
       windowUnits: sizes && {
         mean: mean(sizes),
         count: sizes.count,
@@ -423,6 +535,7 @@ export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
         total: durations.sum,
       },
       rss: {
+        readyBytes,
         peakHwmBytes: peak?.hwm ?? NaN,
         peakSampledBytes: peakSampled,
         promBytes: plain.get("process_resident_memory_bytes") ?? null,
@@ -457,11 +570,31 @@ export function formatE2e(results: E2eResult[]): string {
     ["events/s", ...col((r) => fmt(r.eventsPerSecond))],
     ["units/s", ...col((r) => fmt(r.unitsPerSecond))],
     [
-      "latency p50 / p95 / p99 (backlog age)",
+      "backlog: latency p50 / p95 / mean (= queue age)",
       ...col((r) =>
         r.latency
-          ? `${s(r.latency.p50, 1)} / ${s(r.latency.p95, 1)} / ${s(r.latency.p99, 1)} s`
+          ? `${s(r.latency.p50, 1)} / ${s(r.latency.p95, 1)} / ${s(r.latency.mean, 1)} s`
           : "n/a"
+      ),
+    ],
+    [
+      "steady: events at rate",
+      ...col((r) => r.steady ? `${fmt(r.steady.events)} at ${fmt(r.steady.rate)}/s` : "skipped"),
+    ],
+    [
+      "steady: latency p50 / p95 / mean",
+      ...col((r) =>
+        r.steady?.latency
+          ? `${s(r.steady.latency.p50, 2)} / ${s(r.steady.latency.p95, 2)} / ${
+            s(r.steady.latency.mean, 2)
+          } s`
+          : "n/a"
+      ),
+    ],
+    [
+      "steady: mean window units / processing",
+      ...col((r) =>
+        r.steady ? `${s(r.steady.windowUnits, 0)} / ${s(r.steady.windowMs, 0)} ms` : "n/a"
       ),
     ],
     [
@@ -492,11 +625,13 @@ export function formatE2e(results: E2eResult[]): string {
       ),
     ],
     [
-      "peak RSS (VmHWM) / sampled max",
-      ...col((r) => `${mib(r.rss.peakHwmBytes)} / ${mib(r.rss.peakSampledBytes)} MiB`),
+      "RSS when ready / peak (VmHWM) / sampled max",
+      ...col((r) =>
+        `${mib(r.rss.readyBytes)} / ${mib(r.rss.peakHwmBytes)} / ${mib(r.rss.peakSampledBytes)} MiB`
+      ),
     ],
     [
-      "process_resident_memory_bytes at end",
+      "process_resident_memory_bytes after backlog",
       ...col((r) => r.rss.promBytes === null ? "absent" : `${mib(r.rss.promBytes)} MiB`),
     ],
     ...COUNTERS.map((name) => [name, ...col((r) => fmt(r.counters[name]))]),
@@ -538,6 +673,8 @@ if (import.meta.main) {
         seed: num("seed", 7),
         timeoutSeconds: num("timeout", 240),
         auditPartitions: num("audit-partitions", 5),
+        steadyRate: num("steady-rate", 100),
+        steadySeconds: num("steady-seconds", 10),
       })
     );
     results.push(result);

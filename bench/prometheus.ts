@@ -79,3 +79,14 @@ export function distribution(h: Histogram): string {
   }
   return parts.join(", ");
 }
+
+/** `later − earlier`: what a histogram observed between two scrapes. */
+export function subtract(later: Histogram, earlier: Histogram | null): Histogram {
+  if (!earlier) return later;
+  const before = new Map(earlier.buckets.map((b) => [b.le, b.count]));
+  return {
+    buckets: later.buckets.map((b) => ({ le: b.le, count: b.count - (before.get(b.le) ?? 0) })),
+    sum: later.sum - earlier.sum,
+    count: later.count - earlier.count,
+  };
+}
