@@ -353,12 +353,13 @@ export async function openStack(auditPartitions: number): Promise<Stack> {
 }
 
 /**
- * Thrown when the shared Redis restarted during a run: it keeps nothing
- * (`save ""`), so the seeded course structure is gone and the run measures
- * failures. Other engineers' outage tests restart it; the caller retries.
+ * Thrown when the shared stack was disturbed during a run: other engineers'
+ * outage tests restart Redis (which keeps nothing, `save ""`, so the seeded
+ * course structure is gone) and Cassandra. Such a run measures retries and
+ * failures, not the job; the caller runs it again.
  */
-export class StackRestarted extends Error {
-  override name = "StackRestarted";
+export class StackDisturbed extends Error {
+  override name = "StackDisturbed";
 }
 
 /** The Redis server's run id: it changes on every restart. */
@@ -367,11 +368,11 @@ export async function redisRunId(stack: Stack): Promise<string> {
   return /run_id:(\w+)/.exec(info)?.[1] ?? "unknown";
 }
 
-/** Throws {@linkcode StackRestarted} when Redis is not the server `runId` names. */
+/** Throws {@linkcode StackDisturbed} when Redis is not the server `runId` names. */
 export async function assertRedisUnchanged(stack: Stack, runId: string): Promise<void> {
   const now = await redisRunId(stack).catch(() => "unreachable");
   if (now !== runId) {
-    throw new StackRestarted(`the shared Redis restarted during the run (${runId} → ${now})`);
+    throw new StackDisturbed(`the shared Redis restarted during the run (${runId} → ${now})`);
   }
 }
 
@@ -381,7 +382,7 @@ export async function withRestartRetry<T>(run: () => Promise<T>, attempts = 3): 
     try {
       return await run();
     } catch (error) {
-      if (!(error instanceof StackRestarted) || attempt >= attempts) throw error;
+      if (!(error instanceof StackDisturbed) || attempt >= attempts) throw error;
       console.error(`${error.message}; running again (attempt ${attempt + 1} of ${attempts})`);
     }
   }
@@ -491,6 +492,11 @@ export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
       ? await steadyPhase(stack, job, steady.events, opts, events.length, metricsText)
       : null;
     await assertRedisUnchanged(stack, runId);
+    // A stage the job had to retry means a service went away mid-run.
+    const retried = samples(await job.metrics()).get("activity_agg_retries_total") ?? 0;
+    if (retried > 0) {
+      throw new StackDisturbed(`the job retried ${retried} times: a service went down mid-run`);
+    }
     const peak = await memoryOf(pid);
     sampling = false;
     await sampler;
@@ -651,6 +657,9 @@ export function formatE2e(results: E2eResult[]): string {
     `THRESHOLD_BATCH_READ_INTERVAL=${o.interval}, seed ${o.seed}, 4 input partitions`,
     "",
     markdownTable(rows),
+    "",
+    "Counters and histograms are of the backlog phase (scraped before the steady phase); " +
+    "peak RSS covers both phases.",
     "",
     ...results.map((r) => `checks (size ${r.options.batchReadSize}): ${r.checks.join("; ")}`),
   ].join("\n");

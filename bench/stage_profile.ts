@@ -39,6 +39,7 @@ import {
   openStack,
   redisRunId,
   seed,
+  StackDisturbed,
   withRestartRetry,
 } from "./e2e_bench.ts";
 
@@ -294,6 +295,10 @@ async function profile(
     for (const window of windows) processed += (await processWindow(window, deps)).processed;
     const totalMs = performance.now() - started;
     await assertRedisUnchanged(stack, runId);
+    const retried = [...stages.values()].reduce((n, s) => n + s.retries, 0);
+    if (retried > 0) {
+      throw new StackDisturbed(`${retried} stage attempts failed: a service went down mid-run`);
+    }
     const stageMs = [...stages.values()].reduce((a, s) => a + s.ms, 0);
 
     const probes = await probeCassandra(stack, data.map((e) => e.key), probeCount);
