@@ -101,6 +101,8 @@ export interface E2eResult {
   rss: {
     /** Once connected, before the first window: the runtime and its libraries. */
     readyBytes: number;
+    /** After the steady phase, when the job is idle again. */
+    endBytes: number;
     peakHwmBytes: number;
     peakSampledBytes: number;
     /** prom-client's `process_resident_memory_bytes` after the backlog, to compare. */
@@ -542,6 +544,7 @@ export async function runE2e(opts: E2eOptions): Promise<E2eResult> {
       },
       rss: {
         readyBytes,
+        endBytes: peak?.rss ?? NaN,
         peakHwmBytes: peak?.hwm ?? NaN,
         peakSampledBytes: peakSampled,
         promBytes: plain.get("process_resident_memory_bytes") ?? null,
@@ -661,7 +664,7 @@ export function formatE2e(results: E2eResult[]): string {
     "Counters and histograms are of the backlog phase (scraped before the steady phase); " +
     "peak RSS covers both phases.",
     "",
-    ...results.map((r) => `checks (size ${r.options.batchReadSize}): ${r.checks.join("; ")}`),
+    ...results.map((r) => `- checks (size ${r.options.batchReadSize}): ${r.checks.join("; ")}`),
   ].join("\n");
 }
 
