@@ -634,9 +634,11 @@ export function formatE2e(results: E2eResult[]): string {
       ),
     ],
     [
-      "RSS when ready / peak (VmHWM) / sampled max",
+      "RSS when ready / peak (VmHWM) / sampled max / at end",
       ...col((r) =>
-        `${mib(r.rss.readyBytes)} / ${mib(r.rss.peakHwmBytes)} / ${mib(r.rss.peakSampledBytes)} MiB`
+        `${mib(r.rss.readyBytes)} / ${mib(r.rss.peakHwmBytes)} / ${mib(r.rss.peakSampledBytes)} / ${
+          mib(r.rss.endBytes)
+        } MiB`
       ),
     ],
     [
