@@ -24,6 +24,10 @@ const log = logger("kafka");
 
 /** KafkaJS errors that retrying cannot cure: wrong credentials or missing rights. */
 const PERMANENT_KAFKA_ERRORS = new Set([
+  // Only an event larger than the broker's message limit gets here (requests
+  // are split below it): sending it again cannot succeed.
+  "MESSAGE_TOO_LARGE",
+  "RECORD_LIST_TOO_LARGE",
   "SASL_AUTHENTICATION_FAILED",
   "TOPIC_AUTHORIZATION_FAILED",
   "GROUP_AUTHORIZATION_FAILED",
@@ -191,18 +195,12 @@ export class KafkaSink implements EventSink {
     }
   }
 
+  /** Sends in requests below the broker's size limit, one after another to keep key order. */
   async send(events: OutputEvent[]): Promise<void> {
-    const byTopic = new Map<string, { key: string | null; value: string }[]>();
-    for (const e of events) {
-      const messages = byTopic.get(e.topic) ?? [];
-      messages.push({ key: e.key === "" ? null : e.key, value: JSON.stringify(e.value) });
-      byTopic.set(e.topic, messages);
-    }
     try {
-      await this.#producer.sendBatch({
-        acks: -1,
-        topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })),
-      });
+      for (const topicMessages of produceRequests(events, MAX_REQUEST_BYTES)) {
+        await this.#producer.sendBatch({ acks: -1, topicMessages });
+      }
     } catch (error) {
       classify(error);
     }
@@ -211,6 +209,52 @@ export class KafkaSink implements EventSink {
   disconnect(): Promise<void> {
     return this.#producer.disconnect();
   }
+}
+
+/**
+ * Bytes of keys and values in one produce request. A partition's record batch
+ * must stay under the broker's `message.max.bytes` (1 MiB by default), and a
+ * window's events can all land on one partition (they are keyed by userId).
+ */
+const MAX_REQUEST_BYTES = 512 * 1024;
+
+/** A produce request's messages, grouped by topic. */
+type TopicMessages = { topic: string; messages: { key: string | null; value: string }[] }[];
+
+/**
+ * Splits `events`, in order, into produce requests of at most `maxBytes` of
+ * keys and values each; an event larger than that goes alone.
+ */
+export function produceRequests(events: OutputEvent[], maxBytes: number): TopicMessages[] {
+  const requests: TopicMessages[] = [];
+  let current = new Map<string, TopicMessages[number]["messages"]>();
+  let bytes = 0;
+  const flush = () => {
+    if (current.size > 0) {
+      requests.push([...current].map(([topic, messages]) => ({ topic, messages })));
+    }
+    current = new Map();
+    bytes = 0;
+  };
+  for (const event of events) {
+    const message = {
+      key: event.key === "" ? null : event.key,
+      value: JSON.stringify(event.value),
+    };
+    const size = utf8Length(message.value) + utf8Length(message.key ?? "");
+    if (bytes > 0 && bytes + size > maxBytes) flush();
+    const messages = current.get(event.topic) ?? [];
+    messages.push(message);
+    current.set(event.topic, messages);
+    bytes += size;
+  }
+  flush();
+  return requests;
+}
+
+const encoder = new TextEncoder();
+function utf8Length(text: string): number {
+  return encoder.encode(text).length;
 }
 
 /** The topics among `topics` that the cluster does not have. */

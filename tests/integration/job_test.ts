@@ -295,3 +295,46 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "a full window of first completions sends AUDIT events beyond one request's size",
+  opts,
+  async () => {
+    const stack = await Stack.open();
+    const job = new JobProcess(stack.envForJob({ THRESHOLD_BATCH_READ_INTERVAL: "5s" }));
+    try {
+      // 500 learners × 2 first-time contents = 1000 units (one default window) and
+      // 2000 AUDIT events of ~650 bytes on the audit topic's single partition:
+      // more than the broker takes in one request.
+      const courseId = unique("C");
+      const batchId = unique("B");
+      await stack.seedSets(exampleSets(courseId));
+      const keys = Array.from(
+        { length: 500 },
+        (_, i) => ({ userId: `${unique("U")}-${i}`, courseId, batchId }),
+      );
+      await Promise.all(keys.map((key) => stack.seedEnrolment(key, 1)));
+      const audits = await stack.collect(stack.topics.audit);
+      await job.ready();
+      await stack.produce(keys.map((key) =>
+        enrolmentUpdate(key, [
+          { contentId: "R1", status: 2 },
+          { contentId: "R3", status: 2 },
+        ])
+      ));
+      await waitFor(
+        "every message committed",
+        async () => (await stack.committedInput()) === 500,
+        60_000,
+      );
+      await waitFor("2000 AUDIT events", () => audits.length === 2000, 30_000);
+      const windows = job.records().filter((r) => r.message === "window done");
+      assert.equal(windows.reduce((n, w) => n + (w.properties.units as number), 0), 1000);
+      assert.ok(windows.some((w) => (w.properties.units as number) >= 900), "one large window");
+      assert.equal((await stack.enrolment(keys[499]))?.progress, 2);
+    } finally {
+      await job.stop();
+      await stack.close();
+    }
+  },
+);

@@ -1,0 +1,41 @@
+import assert from "node:assert/strict";
+import { produceRequests } from "../../lib/kafka.ts";
+import type { OutputEvent } from "../../lib/ports.ts";
+
+const event = (topic: string, key: string, n: number): OutputEvent => ({
+  topic,
+  key,
+  value: { n, pad: "x".repeat(90) },
+});
+
+Deno.test("produce requests stay under the byte limit and keep every event in order", () => {
+  const events = Array.from(
+    { length: 50 },
+    (_, i) => event(i % 3 === 0 ? "audit" : "cert", `u${i % 5}`, i),
+  );
+  const size = (e: OutputEvent) => JSON.stringify(e.value).length + e.key.length;
+  const limit = size(events[0]) * 7;
+  const requests = produceRequests(events, limit);
+  assert.ok(requests.length >= 8, `${requests.length} requests`);
+  for (const request of requests) {
+    const bytes = request.flatMap((t) => t.messages)
+      .reduce((sum, m) => sum + m.value.length + (m.key?.length ?? 0), 0);
+    assert.ok(bytes <= limit, `${bytes} > ${limit}`);
+  }
+  const sent = requests.flatMap((r) =>
+    r.flatMap((t) => t.messages.map((m) => ({ topic: t.topic, n: JSON.parse(m.value).n })))
+  );
+  for (const topic of ["audit", "cert"]) {
+    assert.deepEqual(
+      sent.filter((s) => s.topic === topic).map((s) => s.n),
+      events.map((e, i) => ({ e, i })).filter(({ e }) => e.topic === topic).map(({ i }) => i),
+    );
+  }
+});
+
+Deno.test("an event larger than the limit goes alone; an empty key is no key", () => {
+  const requests = produceRequests([event("t", "", 1), event("t", "u", 2)], 10);
+  assert.equal(requests.length, 2);
+  assert.equal(requests[0][0].messages[0].key, null);
+  assert.equal(requests[1][0].messages[0].key, "u");
+});
