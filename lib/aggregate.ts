@@ -28,6 +28,10 @@ export const structureKey = {
   leafNodes: (courseId: string, id: string) => `${courseId}:${id}:leafnodes`,
   optionalNodes: (courseId: string, id: string) => `${courseId}:${id}:optionalnodes`,
   ancestors: (courseId: string, contentId: string) => `${courseId}:${contentId}:ancestors`,
+  /** An empty leaf-node set means missing structure, which may appear any moment. */
+  isLeafNodes: (key: string) => key.endsWith(":leafnodes"),
+  /** Most courses and units have no optional nodes: an empty set here is normal. */
+  isOptionalNodes: (key: string) => key.endsWith(":optionalnodes"),
 };
 
 /** Sets fetched from the relation cache, by name; a set not fetched is empty. */
@@ -70,8 +74,8 @@ export interface EnrolmentState {
   rows: ConsumptionRow[];
   /** Course, ancestor and unit sets, including every unit of `unitsOf`. */
   sets: StructureSets;
-  /** Its enrolment row; `undefined` when the filter is off and the row was not read. */
-  enrolment?: EnrolmentRow | null;
+  /** Its enrolment row, or null when it does not exist. */
+  enrolment: EnrolmentRow | null;
 }
 
 /** Settings and stamps for {@linkcode planEnrolment}. */

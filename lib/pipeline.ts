@@ -144,21 +144,23 @@ export async function processWindow(window: Window, deps: PipelineDeps): Promise
     }
   }
 
-  // Steps 2 and 8: state reads, one partition per enrolment; the filter skips whole enrolments.
+  // Steps 2 and 8: state reads, one partition per enrolment; the filter skips whole
+  // enrolments. The status is read with the filter off too: knowing it is 1
+  // spares an in-progress update its conditional (LWT) write.
   const states = await retry(
     "read-state",
     () =>
       mapConcurrent(withStructure, settings.readConcurrency, async (group) => {
         const [rows, enrolment] = await Promise.all([
           deps.progress.readConsumption(group.key),
-          settings.filterProcessedEnrolments ? deps.progress.readEnrolment(group.key) : undefined,
+          deps.progress.readEnrolment(group.key),
         ]);
         return { group, rows, enrolment };
       }),
   );
-  metrics.inc("dbReads", states.length * (settings.filterProcessedEnrolments ? 2 : 1));
+  metrics.inc("dbReads", states.length * 2);
   const active = states.filter(({ group, enrolment }) => {
-    if (enrolment === undefined || !isAlreadyProcessed(enrolment)) return true;
+    if (!settings.filterProcessedEnrolments || !isAlreadyProcessed(enrolment)) return true;
     settled.push(group);
     summary.filtered++;
     return false;
@@ -197,21 +199,22 @@ export async function processWindow(window: Window, deps: PipelineDeps): Promise
   summary.processed = plans.length;
   summary.completions = completing.length;
 
-  // Writes, then events (the completion pair before its status-2 write), then checksums.
+  // Writes and events together; each completion's status-2 write only once its
+  // certificate request is acknowledged; checksums last.
   const counters = plans.flatMap((p) => p.counters);
   const aggregates = plans.flatMap((p) => p.aggregates);
   const inProgress = plans.filter((p) => !p.completed).map((p) => p.enrolment);
-  if (plans.length > 0) {
-    await retry("write-progress", () => deps.progress.writeProgress(counters, aggregates));
-    if (inProgress.length > 0) {
-      await retry("write-enrolments", () => deps.progress.writeEnrolments(inProgress));
-    }
-  }
   const events = [
     ...failedEvents,
     ...plans.flatMap((p) => [...p.completionEvents, ...p.contentEvents]),
   ];
-  if (events.length > 0) await retry("send-events", () => deps.sink.send(events));
+  await allStages([
+    plans.length > 0 &&
+    retry("write-progress", () => deps.progress.writeProgress(counters, aggregates)),
+    inProgress.length > 0 &&
+    retry("write-enrolments", () => deps.progress.writeEnrolments(inProgress)),
+    events.length > 0 && retry("send-events", () => deps.sink.send(events)),
+  ]);
   if (completing.length > 0) {
     await retry(
       "write-completions",
@@ -234,7 +237,7 @@ type UnitPlan = EnrolmentPlan & { units: Unit[] };
 function plan(
   group: EnrolmentGroup,
   rows: ConsumptionRow[],
-  enrolment: EnrolmentRow | null | undefined,
+  enrolment: EnrolmentRow | null,
   sets: StructureSets,
   stamp: Stamp,
   settings: PipelineSettings,
@@ -257,8 +260,22 @@ async function readSets(deps: PipelineDeps, keys: string[]): Promise<StructureSe
   if (unique.length === 0) return new Map();
   const sets = await deps.retry("read-structure", () => deps.relations.members(unique));
   deps.metrics.inc("cacheReads", unique.length);
-  deps.metrics.inc("cacheMisses", unique.filter((k) => (sets.get(k) ?? []).length === 0).length);
+  deps.metrics.inc(
+    "cacheMisses",
+    unique.filter((k) => !structureKey.isOptionalNodes(k) && (sets.get(k) ?? []).length === 0)
+      .length,
+  );
   return sets;
+}
+
+/**
+ * Waits for stages that run side by side; rejects with the first failure, but
+ * only once none of them is still writing.
+ */
+async function allStages(stages: (Promise<void> | false)[]): Promise<void> {
+  const results = await Promise.allSettled(stages);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) throw failed.reason;
 }
 
 /** SPEC §7: null when the collection is retired, else why the enrolment fails. */

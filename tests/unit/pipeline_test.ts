@@ -277,6 +277,18 @@ Deno.test("with the filter off, a missing enrolment is written", async () => {
   assert.equal(world.sink.on("cert").length, 1);
 });
 
+Deno.test("with the filter off, an enrolment already at status 1 gets no status change", async () => {
+  const world = stubWorld({ sets: exampleSets(), settings: { filterProcessedEnrolments: false } });
+  world.progress.seedEnrolment(EXAMPLE_KEY, 1);
+  await processWindow(
+    windowOf([enrolmentUpdate(EXAMPLE_KEY, [{ contentId: "R1", status: 2 }])]),
+    world.deps,
+  );
+  const [[write]] = world.progress.enrolmentWriteLog;
+  assert.equal(write.statusChange, undefined);
+  assert.equal(write.progress, 1);
+});
+
 Deno.test("an in-progress enrolment gets status 1, progress and a merged contentstatus", async () => {
   const world = stubWorld({ sets: exampleSets() });
   world.progress.seedEnrolment(EXAMPLE_KEY, 0);
