@@ -147,6 +147,9 @@ export class Stack {
     const relations = new Redis({ ...redis, db: 10, lazyConnect: true });
     const dedup = new Redis({ ...redis, db: 13, lazyConnect: true });
     await Promise.all([relations.connect(), dedup.connect()]);
+    // Outage tests restart Redis: the clients reconnect by themselves, and
+    // without a listener ioredis would print every refused attempt.
+    for (const client of [relations, dedup]) client.on("error", () => {});
     const kafka = new Kafka({ clientId: "it", brokers: BROKERS, logLevel: logLevel.NOTHING });
     const search = await startSearchStub(opts.statuses, opts.searchPort);
     const jobEnv = opts.jobEnv ?? unique("it").replaceAll("-", "");
@@ -393,6 +396,11 @@ export class JobProcess {
       await pumped;
       return status;
     });
+  }
+
+  /** The process id. */
+  get pid(): number {
+    return this.#child.pid;
   }
 
   /** The operations endpoint's base URL. */
