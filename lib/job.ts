@@ -22,6 +22,9 @@ import { VERSION } from "./version.ts";
 
 const log = logger("job");
 
+/** The outage stage of a consumer that KafkaJS is restarting. */
+const CONSUMER_STAGE = "kafka-consumer";
+
 /** Partition reads in flight at once per window. */
 const READ_CONCURRENCY = 32;
 
@@ -70,11 +73,26 @@ export async function startJob(
     const sink = new KafkaSink(kafka);
     await startupRetry("connect-kafka-producer", () => sink.connect());
     closers.push(() => sink.disconnect());
+    let runner: Runner | null = null;
     const input = new KafkaInput(kafka, {
       groupId: config.kafka.groupId,
       topic: config.kafka.inputTopic,
       sessionTimeoutMs: config.kafka.sessionTimeoutMs,
       metrics,
+      onCrash(error, restarting) {
+        if (restarting) {
+          health.setOutage(CONSUMER_STAGE, true);
+          metrics.outage.set({ stage: CONSUMER_STAGE }, 1);
+        } else {
+          // The consumer is gone for good: exit (nothing unfinished is
+          // committed) and let the orchestrator start a fresh process.
+          runner?.abort(new Error(`the Kafka consumer stopped: ${error}`));
+        }
+      },
+      onJoin() {
+        health.setOutage(CONSUMER_STAGE, false);
+        metrics.outage.set({ stage: CONSUMER_STAGE }, 0);
+      },
     });
     await startupRetry("connect-kafka-consumer", () => input.connect());
     closers.push(() => input.disconnect());
@@ -100,7 +118,7 @@ export async function startJob(
         },
       },
     };
-    const runner = new Runner({
+    runner = new Runner({
       source: input,
       clock: systemClock,
       limits: config.window,

@@ -79,15 +79,27 @@ export const FETCH_MAX_WAIT_MS = 1000;
 /** How often a blocked message handler keeps the group membership alive. */
 const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
 
+/** Settings and observers of {@linkcode KafkaInput}. */
+export interface KafkaInputOptions {
+  groupId: string;
+  topic: string;
+  sessionTimeoutMs: number;
+  metrics?: JobMetrics;
+  /**
+   * The consumer failed. KafkaJS restarts it by itself after errors it deems
+   * retriable (`restarting`); otherwise the consumer is gone for good.
+   */
+  onCrash?: (error: unknown, restarting: boolean) => void;
+  /** The consumer joined its group: it consumes again. */
+  onJoin?: () => void;
+}
+
 /** The input topic, consumed in a group with commits made only by the job. */
 export class KafkaInput implements InputSource {
   readonly #consumer: Consumer;
   readonly #topic: string;
 
-  constructor(
-    kafka: Kafka,
-    opts: { groupId: string; topic: string; sessionTimeoutMs: number; metrics?: JobMetrics },
-  ) {
+  constructor(kafka: Kafka, opts: KafkaInputOptions) {
     this.#topic = opts.topic;
     this.#consumer = kafka.consumer({
       groupId: opts.groupId,
@@ -113,12 +125,14 @@ export class KafkaInput implements InputSource {
         groupId: payload.groupId,
         assignment: payload.memberAssignment,
       });
+      opts.onJoin?.();
     });
     this.#consumer.on(events.CRASH, ({ payload }) => {
       log.error("consumer crashed: {error}", {
         error: String(payload.error),
         restart: payload.restart,
       });
+      opts.onCrash?.(payload.error, payload.restart);
     });
   }
 

@@ -104,6 +104,15 @@ export class Runner {
     this.#done.resolve();
   }
 
+  /**
+   * Ends the loop with `error` (the input cannot go on): nothing more is
+   * processed or committed, and `run` rejects with `error`.
+   */
+  abort(error: unknown): void {
+    this.#abort.abort(error);
+    this.#fail(error, { force: true });
+  }
+
   /** Resolves once every closed window has been processed or abandoned. */
   async idle(): Promise<void> {
     while (this.#draining) await this.#draining;
@@ -156,8 +165,8 @@ export class Runner {
     log.info("window done", { ...summary, durationMs: Math.round(seconds * 1000) });
   }
 
-  #fail(error: unknown): void {
-    if (this.#abort.signal.aborted) {
+  #fail(error: unknown, opts: { force?: boolean } = {}): void {
+    if (this.#abort.signal.aborted && !opts.force) {
       log.warn("window abandoned uncommitted: {reason}", { reason: String(error) });
       return;
     }

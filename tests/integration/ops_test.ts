@@ -434,6 +434,48 @@ Deno.test(
 );
 
 Deno.test(
+  "Kafka stopped: /readyz 503 while the consumer restarts; back up: resumes, nothing lost",
+  opts,
+  async () => {
+    const stack = await Stack.open();
+    const job = new JobProcess(stack.envForJob());
+    let kafkaDown = false;
+    try {
+      const { keys } = await seedCourse(stack, 4);
+      const certs = await stack.collect(stack.topics.cert);
+      await job.ready();
+      const [before, ...after] = keys;
+      await stack.produce([enrolmentUpdate(before, completed(["R1", "R2", "R3"]))]);
+      await waitFor("the first event committed", async () => (await stack.committedInput()) === 1);
+
+      const stopMs = await stackService("stop", "kafka");
+      kafkaDown = true;
+      await waitFor("/readyz 503 during the outage", async () => (await job.readyStatus()) === 503);
+      assert.equal(await hasExited(job), false);
+      const upMs = await stackService("up", "kafka");
+      kafkaDown = false;
+      const upAt = performance.now();
+      await job.ready(60_000);
+      const readyMs = Math.round(performance.now() - upAt);
+
+      await stack.produce(after.map((key) => enrolmentUpdate(key, completed(["R1"]))));
+      await waitFor("every event committed", async () => (await stack.committedInput()) === 4);
+      assert.equal((await stack.enrolment(before))?.status, 2);
+      for (const key of after) assert.equal((await stack.enrolment(key))?.progress, 1);
+      await waitFor("the certificate", () => certs.length === 1);
+      const metrics = await job.metrics();
+      assert.equal(labelledValue(metrics, "activity_agg_outage", 'stage="kafka-consumer"'), 0);
+      console.log(`kafka: stop ${stopMs} ms, up ${upMs} ms; ready ${readyMs} ms after up`);
+    } finally {
+      if (kafkaDown) await stackService("up", "kafka");
+      const status = await job.stop();
+      await stack.close();
+      assert.equal(status.code, 0, job.log);
+    }
+  },
+);
+
+Deno.test(
   "SIGTERM in mid-stream exits 0 within the shutdown timeout; a restart finishes, nothing lost",
   opts,
   async () => {

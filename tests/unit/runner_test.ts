@@ -184,3 +184,23 @@ Deno.test("stop abandons a window stuck in an outage after the timeout, uncommit
   assert.equal(source.commits.length, 0);
   assert.equal(world.progress.writeLog.length, 0);
 });
+
+Deno.test("abort ends the loop with the error and commits nothing in flight", async () => {
+  const source = new MemorySource();
+  const { metrics } = stubWorld();
+  const runner = new Runner({
+    source,
+    clock: new FakeClock(),
+    limits: { maxUnits: 1, maxWaitMs: 1000 },
+    metrics,
+    process: (_window, signal) =>
+      new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason))),
+  });
+  const running = runner.run();
+  await source.deliver(unit("R1"));
+  runner.abort(new Error("the Kafka consumer stopped"));
+  await assert.rejects(running, /consumer stopped/);
+  await runner.idle();
+  assert.equal(source.commits.length, 0);
+  assert.equal(source.paused, true);
+});
