@@ -28,8 +28,6 @@ export const structureKey = {
   leafNodes: (courseId: string, id: string) => `${courseId}:${id}:leafnodes`,
   optionalNodes: (courseId: string, id: string) => `${courseId}:${id}:optionalnodes`,
   ancestors: (courseId: string, contentId: string) => `${courseId}:${contentId}:ancestors`,
-  /** An empty leaf-node set means missing structure, which may appear any moment. */
-  isLeafNodes: (key: string) => key.endsWith(":leafnodes"),
   /** Most courses and units have no optional nodes: an empty set here is normal. */
   isOptionalNodes: (key: string) => key.endsWith(":optionalnodes"),
 };

@@ -13,7 +13,6 @@
  */
 
 import { Redis, ReplyError } from "ioredis";
-import { structureKey } from "./aggregate.ts";
 import type { Config, RedisTarget } from "./config.ts";
 import {
   type Clock,
@@ -208,24 +207,21 @@ export interface LocalCacheOptions {
   ttlMs: number;
   /** Most sets kept; the oldest are dropped first (default 100000). */
   maxEntries?: number;
-  /** Whether an empty answer for `key` may be cached too (default: never). */
-  cacheEmpty?: (key: string) => boolean;
   clock?: Clock;
 }
 
 /**
  * An in-process cache in front of a {@linkcode RelationCache}: course
  * structure changes rarely and is read for every enrolment, so a short TTL
- * saves most round trips. Empty sets are cached only where `cacheEmpty` says:
- * an empty leaf-node set may be a course structure not yet written, which
- * must be seen once it appears.
+ * saves most round trips. Only non-empty sets are cached: an empty answer may
+ * be a course structure not yet written (its leaf nodes, and with them its
+ * optional nodes), which must be seen whole once it appears.
  */
 export class LocalTtlRelationCache implements RelationCache {
   readonly #inner: RelationCache;
   readonly #ttlMs: number;
   readonly #maxEntries: number;
   readonly #clock: Clock;
-  readonly #cacheEmpty: (key: string) => boolean;
   /** Insertion order is expiry order (one TTL for all), so the first entries go first. */
   readonly #entries = new Map<string, { members: string[]; expiresAt: number }>();
 
@@ -235,7 +231,6 @@ export class LocalTtlRelationCache implements RelationCache {
     this.#ttlMs = opts.ttlMs;
     this.#maxEntries = opts.maxEntries ?? 100_000;
     this.#clock = opts.clock ?? systemClock;
-    this.#cacheEmpty = opts.cacheEmpty ?? (() => false);
   }
 
   /** Cached sets where fresh; the rest from the inner cache in one call. */
@@ -255,7 +250,7 @@ export class LocalTtlRelationCache implements RelationCache {
     for (const key of missing) {
       const members = fetched.get(key) ?? [];
       result.set(key, members);
-      if (members.length > 0 || this.#cacheEmpty(key)) {
+      if (members.length > 0) {
         this.#entries.delete(key); // re-insert at the end, keeping expiry order
         this.#entries.set(key, { members, expiresAt });
       }
@@ -289,11 +284,7 @@ export async function connectRelationCache(
 ): Promise<{ cache: RelationCache; close: () => Promise<void> }> {
   const redis = await RedisRelationCache.connect(config, opts);
   const cache = config.localTtlMs > 0
-    ? new LocalTtlRelationCache(redis, {
-      ttlMs: config.localTtlMs,
-      clock: opts.clock,
-      cacheEmpty: (key) => !structureKey.isLeafNodes(key),
-    })
+    ? new LocalTtlRelationCache(redis, { ttlMs: config.localTtlMs, clock: opts.clock })
     : redis;
   return { cache, close: () => redis.close() };
 }

@@ -46,15 +46,3 @@ Deno.test("local relation cache: holds at most maxEntries sets, dropping the old
   await cache.members(["a"]);
   assert.deepEqual(inner.calls[1], ["a"], "a was dropped");
 });
-
-Deno.test("local relation cache: empty sets are cached only where allowed", async () => {
-  const inner = new MemoryRelationCache();
-  const cache = new LocalTtlRelationCache(inner, {
-    ttlMs: 1000,
-    clock: new FakeClock(0),
-    cacheEmpty: (key) => !key.endsWith(":leafnodes"),
-  });
-  await cache.members(["C:C:leafnodes", "C:C:optionalnodes"]);
-  await cache.members(["C:C:leafnodes", "C:C:optionalnodes"]);
-  assert.deepEqual(inner.calls, [["C:C:leafnodes", "C:C:optionalnodes"], ["C:C:leafnodes"]]);
-});
