@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local service stack for dev and tests: Redis, Kafka (KRaft) and Cassandra,
-# on ports of their own, bound to 127.0.0.1, with all state under .stack/.
+# on ports of their own, bound to 127.0.0.1, with all state under $STACK_HOME
+# (default ~/.cache/activity-aggregate-updater/stack).
 #
 #   scripts/stack.sh [up] [redis|kafka|cassandra ...]   install what is missing, start, wait, provision
 #   scripts/stack.sh stop [redis|kafka|cassandra ...]   stop cleanly and wait for the exit
@@ -11,14 +12,16 @@
 # `up` is idempotent: a service that already answers on its port is reused, also
 # when another clone started it. Kafka and Cassandra run from Maven Central jars
 # (no tarball can be downloaded here), fetched once with scripts/stack/pom.xml
-# into ~/.m2 and copied to .stack/lib/. On success it prints one line per
+# into ~/.m2 and copied to $STACK_HOME/lib/. On success it prints one line per
 # service with the time it took; progress and errors go to stderr, stdout is
-# kept for `env` and `status`. Logs: .stack/logs/; tunables: STACK_*_TIMEOUT.
+# kept for `env` and `status`. Logs: $STACK_HOME/logs/; tunables: STACK_*_TIMEOUT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CONF="$ROOT/scripts/stack"  # config templates, checked in
-STACK="$ROOT/.stack"        # runtime state, git-ignored
+# Runtime state, outside any checkout: the ports are the machine's, so the data
+# must be too; a service restarted from another clone finds the same data.
+STACK="${STACK_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/activity-aggregate-updater/stack}"
 LIB="$STACK/lib"
 
 KAFKA_VERSION=3.9.1
@@ -94,7 +97,7 @@ need_redis() {
   apt_install redis-server redis-tools
 }
 
-# Copies the jars of one profile of scripts/stack/pom.xml to .stack/lib/<name>-<version>.
+# Copies the jars of one profile of scripts/stack/pom.xml to $STACK/lib/<name>-<version>.
 # Maven downloads into ~/.m2 only what it lacks; the copy is skipped once done.
 fetch_jars() {
   local profile="$1" version="$2" dest="$LIB/$1-$2"
