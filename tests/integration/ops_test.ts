@@ -50,6 +50,38 @@ async function stackService(action: "stop" | "up", service: string): Promise<num
   return Math.round(performance.now() - started);
 }
 
+/**
+ * Stops one service of the stack, runs `during`, and starts the service
+ * again, also when `during` fails; resolves to the milliseconds each took.
+ */
+async function duringOutage(
+  service: string,
+  during: () => Promise<void>,
+): Promise<{ stopMs: number; upMs: number }> {
+  const stopMs = await stackService("stop", service);
+  let failure: unknown = null;
+  try {
+    await during();
+  } catch (error) {
+    failure = error;
+  }
+  const upMs = await stackService("up", service);
+  if (failure) throw failure;
+  return { stopMs, upMs };
+}
+
+/** Waits for the job's warning that `stage` failed and is being retried. */
+function stageWarning(job: JobProcess, stage: string): Promise<LogLine> {
+  return waitFor(
+    `a warn line naming ${stage}`,
+    () =>
+      logLines(job.log).find((l) =>
+        l.level === "WARN" && l.properties.stage === stage &&
+        l.logger === "activity-aggregate-updater.job"
+      ),
+  );
+}
+
 /** One JSON log line of the job (LogTape's JSON Lines format). */
 interface LogLine {
   level: string;
@@ -299,7 +331,6 @@ Deno.test(
     // prints every refused connection of the outage.
     for (const client of [stack.relations, stack.dedup]) client.on("error", () => {});
     const job = new JobProcess(stack.envForJob());
-    let redisDown = false;
     try {
       const { keys: [warm, ...keys] } = await seedCourse(stack, 5);
       const certs = await stack.collect(stack.topics.cert);
@@ -313,31 +344,22 @@ Deno.test(
         async () => (await stack.enrolment(warm))?.status === 2,
       );
 
-      const stopMs = await stackService("stop", "redis");
-      redisDown = true;
-      // Idle: no stage has failed, so readiness has not changed (ioredis only reconnects).
-      assert.equal(await job.readyStatus(), 200);
-
-      await stack.produce(outageEvents(keys));
-      await waitFor("/readyz 503 during the outage", async () => (await job.readyStatus()) === 503);
-      const warned = await waitFor(
-        "a warn line naming the failing stage",
-        () =>
-          logLines(job.log).find((l) =>
-            l.level === "WARN" && l.properties.stage === "dedup-check" &&
-            l.logger === "activity-aggregate-updater.job"
-          ),
-      );
-      assert.match(warned.message, /dedup-check/);
-      const during = await job.metrics();
-      assert.equal(labelledValue(during, "activity_agg_outage", 'stage="dedup-check"'), 1);
-      // Nothing of the window was applied or committed, and the job waits instead of exiting.
-      for (const key of keys) assert.equal((await stack.enrolment(key))?.progress, null);
-      assert.equal(await stack.committedInput(), 1);
-      assert.equal(await hasExited(job), false);
-
-      const upMs = await stackService("up", "redis");
-      redisDown = false;
+      const { stopMs, upMs } = await duringOutage("redis", async () => {
+        // Idle: no stage has failed, so readiness has not changed (ioredis only reconnects).
+        assert.equal(await job.readyStatus(), 200);
+        await stack.produce(outageEvents(keys));
+        await waitFor(
+          "/readyz 503 during the outage",
+          async () => (await job.readyStatus()) === 503,
+        );
+        assert.match((await stageWarning(job, "dedup-check")).message, /dedup-check/);
+        const during = await job.metrics();
+        assert.equal(labelledValue(during, "activity_agg_outage", 'stage="dedup-check"'), 1);
+        // Nothing of the window was applied or committed, and the job waits instead of exiting.
+        for (const key of keys) assert.equal((await stack.enrolment(key))?.progress, null);
+        assert.equal(await stack.committedInput(), 1);
+        assert.equal(await hasExited(job), false);
+      });
       const upAt = performance.now();
       await job.ready(30_000);
       const readyMs = Math.round(performance.now() - upAt);
@@ -366,7 +388,6 @@ Deno.test(
         `redis: stop ${stopMs} ms, up ${upMs} ms; ready ${readyMs} ms and applied ${appliedMs} ms after up`,
       );
     } finally {
-      if (redisDown) await stackService("up", "redis");
       const status = await job.stop();
       await stack.close();
       assert.equal(status.code, 0, job.log);
@@ -380,34 +401,26 @@ Deno.test(
   async () => {
     const stack = await Stack.open();
     const job = new JobProcess(stack.envForJob());
-    let cassandraDown = false;
     try {
       const { keys } = await seedCourse(stack, 4);
       const certs = await stack.collect(stack.topics.cert);
       await job.ready();
 
-      const stopMs = await stackService("stop", "cassandra");
-      cassandraDown = true;
-      assert.equal(await job.readyStatus(), 200, "idle: no stage has failed yet");
-      await stack.produce(outageEvents(keys));
-      await waitFor("/readyz 503 during the outage", async () => (await job.readyStatus()) === 503);
-      const warned = await waitFor(
-        "a warn line naming the failing stage",
-        () =>
-          logLines(job.log).find((l) =>
-            l.level === "WARN" && l.properties.stage === "read-state" &&
-            l.logger === "activity-aggregate-updater.job"
-          ),
-      );
-      assert.match(String(warned.properties.error), /NoHostAvailable|All host\(s\) tried/);
-      assert.equal(await stack.committedInput(), 0);
-      for (const key of keys) {
-        assert.equal(await stack.hasChecksum(unitChecksum({ ...key, contentId: "R1" })), false);
-      }
-      assert.equal(await hasExited(job), false);
-
-      const upMs = await stackService("up", "cassandra");
-      cassandraDown = false;
+      const { stopMs, upMs } = await duringOutage("cassandra", async () => {
+        assert.equal(await job.readyStatus(), 200, "idle: no stage has failed yet");
+        await stack.produce(outageEvents(keys));
+        await waitFor(
+          "/readyz 503 during the outage",
+          async () => (await job.readyStatus()) === 503,
+        );
+        const warned = await stageWarning(job, "read-state");
+        assert.match(String(warned.properties.error), /NoHostAvailable|All host\(s\) tried/);
+        assert.equal(await stack.committedInput(), 0);
+        for (const key of keys) {
+          assert.equal(await stack.hasChecksum(unitChecksum({ ...key, contentId: "R1" })), false);
+        }
+        assert.equal(await hasExited(job), false);
+      });
       const upAt = performance.now();
       await job.ready(60_000);
       const readyMs = Math.round(performance.now() - upAt);
@@ -426,7 +439,6 @@ Deno.test(
         `cassandra: stop ${stopMs} ms, up ${upMs} ms; ready ${readyMs} ms and applied ${appliedMs} ms after up`,
       );
     } finally {
-      if (cassandraDown) await stackService("up", "cassandra");
       const status = await job.stop();
       await stack.close();
       assert.equal(status.code, 0, job.log);
@@ -440,7 +452,6 @@ Deno.test(
   async () => {
     const stack = await Stack.open();
     const job = new JobProcess(stack.envForJob());
-    let kafkaDown = false;
     try {
       const { keys } = await seedCourse(stack, 4);
       const certs = await stack.collect(stack.topics.cert);
@@ -449,12 +460,13 @@ Deno.test(
       await stack.produce([enrolmentUpdate(before, completed(["R1", "R2", "R3"]))]);
       await waitFor("the first event committed", async () => (await stack.committedInput()) === 1);
 
-      const stopMs = await stackService("stop", "kafka");
-      kafkaDown = true;
-      await waitFor("/readyz 503 during the outage", async () => (await job.readyStatus()) === 503);
-      assert.equal(await hasExited(job), false);
-      const upMs = await stackService("up", "kafka");
-      kafkaDown = false;
+      const { stopMs, upMs } = await duringOutage("kafka", async () => {
+        await waitFor(
+          "/readyz 503 during the outage",
+          async () => (await job.readyStatus()) === 503,
+        );
+        assert.equal(await hasExited(job), false);
+      });
       const upAt = performance.now();
       await job.ready(60_000);
       const readyMs = Math.round(performance.now() - upAt);
@@ -468,7 +480,6 @@ Deno.test(
       assert.equal(labelledValue(metrics, "activity_agg_outage", 'stage="kafka-consumer"'), 0);
       console.log(`kafka: stop ${stopMs} ms, up ${upMs} ms; ready ${readyMs} ms after up`);
     } finally {
-      if (kafkaDown) await stackService("up", "kafka");
       const status = await job.stop();
       await stack.close();
       assert.equal(status.code, 0, job.log);
@@ -662,26 +673,28 @@ Deno.test(
     for (const client of [stack.relations, stack.dedup]) client.on("error", () => {});
     const env = stack.envForJob({ SHUTDOWN_TIMEOUT: "2s" });
     let job = new JobProcess(env);
-    let redisDown = false;
     try {
       const { courseId, keys } = await seedCourse(stack, 2);
       await job.ready();
-      await stackService("stop", "redis");
-      redisDown = true;
-      await stack.produce(keys.map((key) => enrolmentUpdate(key, completed(["R1", "R2", "R3"]))));
-      await waitFor("/readyz 503 during the outage", async () => (await job.readyStatus()) === 503);
-      const signalled = performance.now();
-      const status = await job.stop();
-      const exitMs = Math.round(performance.now() - signalled);
-      assert.equal(status.code, 0, job.log);
-      assert.ok(exitMs < 4000, `exit took ${exitMs} ms with SHUTDOWN_TIMEOUT=2s`);
-      const abandoned = logLines(job.log).find((l) => l.message.startsWith("window abandoned"));
-      assert.equal(abandoned?.level, "WARN", job.log);
-      assert.match(String(abandoned?.properties.reason), /shutdown timeout of 2000 ms/);
-      assert.equal(await stack.committedInput(), 0);
-
-      await stackService("up", "redis");
-      redisDown = false;
+      let exitMs = 0;
+      await duringOutage("redis", async () => {
+        await stack.produce(
+          keys.map((key) => enrolmentUpdate(key, completed(["R1", "R2", "R3"]))),
+        );
+        await waitFor(
+          "/readyz 503 during the outage",
+          async () => (await job.readyStatus()) === 503,
+        );
+        const signalled = performance.now();
+        const status = await job.stop();
+        exitMs = Math.round(performance.now() - signalled);
+        assert.equal(status.code, 0, job.log);
+        assert.ok(exitMs < 4000, `exit took ${exitMs} ms with SHUTDOWN_TIMEOUT=2s`);
+        const abandoned = logLines(job.log).find((l) => l.message.startsWith("window abandoned"));
+        assert.equal(abandoned?.level, "WARN", job.log);
+        assert.match(String(abandoned?.properties.reason), /shutdown timeout of 2000 ms/);
+        assert.equal(await stack.committedInput(), 0);
+      });
       // The stack's Redis keeps nothing across a restart: the course service
       // side (the test) writes the structure again.
       await stack.seedSets(exampleSets(courseId));
@@ -693,7 +706,6 @@ Deno.test(
       await waitFor("both messages committed", async () => (await stack.committedInput()) === 2);
       console.log(`sigterm during outage: exit ${exitMs} ms after the signal`);
     } finally {
-      if (redisDown) await stackService("up", "redis");
       const status = await job.stop();
       await stack.close();
       assert.equal(status.code, 0, job.log);
