@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { enrolmentUpdate } from "../../lib/event.ts";
 import { emptySummary, processWindow } from "../../lib/pipeline.ts";
-import { Runner } from "../../lib/runner.ts";
+import { Runner, type RunnerDeps } from "../../lib/runner.ts";
 import type { Window } from "../../lib/window.ts";
 import { EXAMPLE_KEY, exampleSets } from "../fixtures.ts";
 import { FakeClock, MemorySource, Outage, stubWorld } from "../stubs.ts";
@@ -27,6 +27,19 @@ function recordingRunner(limits = { maxUnits: 3, maxWaitMs: 1000 }) {
     },
   });
   return { source, clock, windows, gates, runner, metrics };
+}
+
+/** A runner of one-unit windows that `process` handles. */
+function oneUnitRunner(process: RunnerDeps["process"]) {
+  const source = new MemorySource();
+  const runner = new Runner({
+    source,
+    clock: new FakeClock(),
+    limits: { maxUnits: 1, maxWaitMs: 1000 },
+    metrics: stubWorld().metrics,
+    process,
+  });
+  return { source, runner };
 }
 
 const unit = (contentId: string, userId = "U-1") =>
@@ -119,15 +132,9 @@ Deno.test("consumption waits while a closed window queues behind the one in flig
 });
 
 Deno.test("a window that fails is not committed and stops the runner", async () => {
-  const source = new MemorySource();
-  const { metrics } = stubWorld();
-  const runner = new Runner({
-    source,
-    clock: new FakeClock(),
-    limits: { maxUnits: 1, maxWaitMs: 1000 },
-    metrics,
-    process: () => Promise.reject(new Error("permanent: no such table")),
-  });
+  const { source, runner } = oneUnitRunner(() =>
+    Promise.reject(new Error("permanent: no such table"))
+  );
   const running = runner.run();
   await source.deliver(unit("R1"));
   await assert.rejects(running, /no such table/);
@@ -186,16 +193,9 @@ Deno.test("stop abandons a window stuck in an outage after the timeout, uncommit
 });
 
 Deno.test("abort ends the loop with the error and commits nothing in flight", async () => {
-  const source = new MemorySource();
-  const { metrics } = stubWorld();
-  const runner = new Runner({
-    source,
-    clock: new FakeClock(),
-    limits: { maxUnits: 1, maxWaitMs: 1000 },
-    metrics,
-    process: (_window, signal) =>
-      new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason))),
-  });
+  const { source, runner } = oneUnitRunner((_window, signal) =>
+    new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)))
+  );
   const running = runner.run();
   await source.deliver(unit("R1"));
   runner.abort(new Error("the Kafka consumer stopped"));
