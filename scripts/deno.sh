@@ -19,4 +19,6 @@ if [ -z "$local_deno" ]; then
   local_deno="$(find_local)"
   [ -n "$local_deno" ] || { echo "deno $DENO_VERSION: no binary for this platform in the npm package" >&2; exit 1; }
 fi
+# A stable path for editors and hooks that look for the project's deno.
+[ -e "$tools/bin/deno" ] || { mkdir -p "$tools/bin" && ln -sf "$local_deno" "$tools/bin/deno"; }
 exec "$local_deno" "$@"
