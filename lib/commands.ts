@@ -50,7 +50,7 @@ async function check(name: string, fn: () => Promise<string[]>): Promise<CheckRe
 
 async function checkKafka(config: Config): Promise<string[]> {
   const { inputTopic, failedTopic, auditTopic, certIssueTopic } = config.kafka;
-  const kafka = kafkaClient({ ...config.kafka }, "activity-aggregate-updater-check");
+  const kafka = kafkaClient(config.kafka, "activity-aggregate-updater-check");
   const missing = await missingTopics(kafka, [inputTopic, failedTopic, auditTopic, certIssueTopic]);
   return missing.map((t) => `topic ${t} does not exist`);
 }

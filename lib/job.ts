@@ -81,18 +81,14 @@ export async function startJob(
       metrics,
       onCrash(error, restarting) {
         if (restarting) {
-          health.setOutage(CONSUMER_STAGE, true);
-          metrics.outage.set({ stage: CONSUMER_STAGE }, 1);
+          reportOutage(metrics, health, CONSUMER_STAGE, true);
         } else {
           // The consumer is gone for good: exit (nothing unfinished is
           // committed) and let the orchestrator start a fresh process.
           runner?.abort(new Error(`the Kafka consumer stopped: ${error}`));
         }
       },
-      onJoin() {
-        health.setOutage(CONSUMER_STAGE, false);
-        metrics.outage.set({ stage: CONSUMER_STAGE }, 0);
-      },
+      onJoin: () => reportOutage(metrics, health, CONSUMER_STAGE, false),
     });
     await startupRetry("connect-kafka-consumer", () => input.connect());
     closers.push(() => input.disconnect());
@@ -167,8 +163,7 @@ function retryWithHealth(
     signal,
     onFailure(stage, error, attempt, delayMs) {
       metrics.inc("retries");
-      metrics.outage.set({ stage }, 1);
-      health.setOutage(stage, true);
+      reportOutage(metrics, health, stage, true);
       log.warn("{stage} failed (attempt {attempt}), retrying in {delayMs} ms: {error}", {
         stage,
         attempt,
@@ -177,9 +172,14 @@ function retryWithHealth(
       });
     },
     onRecovery(stage, attempts) {
-      metrics.outage.set({ stage }, 0);
-      health.setOutage(stage, false);
+      reportOutage(metrics, health, stage, false);
       log.info("{stage} recovered after {attempts} attempts", { stage, attempts });
     },
   });
+}
+
+/** Shows a stage's outage, or its end, in `/readyz` and the outage gauge. */
+function reportOutage(metrics: JobMetrics, health: Health, stage: string, failing: boolean): void {
+  health.setOutage(stage, failing);
+  metrics.outage.set({ stage }, failing ? 1 : 0);
 }
