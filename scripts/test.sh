@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests on in-memory stubs, then integration tests against
-# the local stack (started here, installing what is missing). Ends with the line
-# `N passed, N failed`. Pass `unit` to run only the unit tests (no services).
+# Runs every test: unit tests on in-memory stubs and the Helm chart's tests
+# (tests/deploy/, which install the pinned Helm through scripts/helm.sh the
+# first time), then integration tests against the local stack (started here,
+# installing what is missing). Ends with the line `N passed, N failed`. Pass
+# `unit` to run only the unit and chart tests (no services).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export NO_COLOR=1
 
-paths=(tests/unit/)
+paths=(tests/unit/ tests/deploy/)
 if [ "${1:-all}" != "unit" ]; then
   bash scripts/stack.sh up
   set -a
@@ -16,6 +18,10 @@ if [ "${1:-all}" != "unit" ]; then
   set +a
   paths+=(tests/integration/)
 fi
+
+# The chart tests run Helm: installed here the first time (a few minutes), so
+# that the build shows instead of stalling the first chart test.
+bash scripts/helm.sh version --short >/dev/null
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
