@@ -7,9 +7,15 @@
 #
 # The build stage downloads denort (the runtime `deno compile` embeds the job
 # in) from Deno's release server, so it needs that server to be reachable.
+#
+# Multi-arch (linux/amd64, linux/arm64): the build stage runs on the builder's
+# own platform and cross-compiles for the target one with `deno compile
+# --target`, so no emulation is needed:
+#
+#   docker buildx build --platform linux/amd64,linux/arm64 -t IMAGE --push .
 
 # ---- build: deno compile with exactly the job's permissions (scripts/compile.sh)
-FROM denoland/deno:2.9.6 AS build
+FROM --platform=$BUILDPLATFORM denoland/deno:2.9.6 AS build
 WORKDIR /src
 
 # Dependencies first: this layer is rebuilt only when the import map or the
@@ -21,8 +27,16 @@ RUN deno install --frozen
 COPY main.ts ./
 COPY lib/ ./lib/
 COPY scripts/compile.sh scripts/deno.sh ./scripts/
-# Type-checks and compiles, with the same flags as a local build.
-RUN bash scripts/compile.sh --output /out/activity-aggregate-updater
+# Type-checks and compiles, with the same flags as a local build, for the
+# image's platform (TARGETARCH, set by BuildKit; when unset, the builder's).
+ARG TARGETARCH
+RUN case "${TARGETARCH:-}" in \
+      amd64) target=x86_64-unknown-linux-gnu ;; \
+      arm64) target=aarch64-unknown-linux-gnu ;; \
+      "") target="" ;; \
+      *) echo "no deno compile target for TARGETARCH=$TARGETARCH" >&2; exit 1 ;; \
+    esac; \
+    bash scripts/compile.sh ${target:+--target "$target"} --output /out/activity-aggregate-updater
 
 # ---- runtime: glibc and libgcc only (what a deno-compiled binary links), no shell
 FROM gcr.io/distroless/cc-debian12:nonroot
