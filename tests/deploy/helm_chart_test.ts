@@ -312,3 +312,12 @@ Deno.test("values that would deploy a broken job stop the rendering", async () =
   const objects = await render({ replicaCount: 4, kafka: { inputTopicPartitions: 4 } });
   assert.equal(only(objects, "Deployment").spec.replicas, 4);
 });
+
+Deno.test("PodDisruptionBudget keeps the maxUnavailable given, 0 and percentages too", async () => {
+  for (const [given, expected] of [[0, 0], ["50%", "50%"], [null, 1]] as const) {
+    const objects = await render({ podDisruptionBudget: { maxUnavailable: given } });
+    assert.equal(only(objects, "PodDisruptionBudget").spec.maxUnavailable, expected);
+  }
+  const objects = await render({ podDisruptionBudget: { enabled: false } });
+  assert.equal(objects.some((object) => object.kind === "PodDisruptionBudget"), false);
+});
