@@ -234,11 +234,12 @@ function benchPlan(
       units: e.targets.map((contentId) => ({ ...e.key, contentId })),
       rows: storedRows(e),
       sets,
-      enrolment: { status: 1 },
+      enrolment: { status: 1, progress: 0 },
     };
   });
   const planOpts = {
     moduleAggs: true,
+    filterProcessed: true,
     now: 1_700_000_000_000,
     newId: sequentialIds(),
     topics: { audit: "audit", certIssue: "cert" },

@@ -254,10 +254,10 @@ async function profile(
     });
     // Every stage of processWindow runs through `retry`: timing it here
     // splits a window's wall time by stage without touching lib/.
-    const timed: Retry = async (stage, fn) => {
+    const timed: Retry = async (stage, fn, maxAttempts) => {
       const t = performance.now();
       try {
-        return await inner(stage, fn);
+        return await inner(stage, fn, maxAttempts);
       } finally {
         const s = stageOf(stage);
         const ms = performance.now() - t;
@@ -275,12 +275,17 @@ async function profile(
       clock: systemClock,
       newId: () => crypto.randomUUID(),
       metrics: new JobMetrics(),
-      retry: timed,
+      isolate: {
+        retry: timed,
+        wait: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+        backoff: { initialMs: 200, maxMs: 1000 },
+      },
       settings: {
         dedupEnabled: true,
         moduleAggsEnabled: true,
         filterProcessedEnrolments: filter,
         readConcurrency: 32, // as lib/job.ts sets it
+        failedEventMaxBytes: 921_600,
         topics: {
           audit: stack.topics.audit,
           certIssue: stack.topics.cert,

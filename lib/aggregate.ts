@@ -79,6 +79,8 @@ export interface EnrolmentState {
 /** Settings and stamps for {@linkcode planEnrolment}. */
 export interface PlanOptions {
   moduleAggs: boolean;
+  /** `ACTIVITY_FILTER_PROCESSED_ENROLMENTS`: leave missing and completed enrolment rows alone. */
+  filterProcessed: boolean;
   now: number;
   newId: IdSource;
   topics: { audit: string; certIssue: string };
@@ -88,7 +90,9 @@ export interface PlanOptions {
 export interface EnrolmentPlan {
   counters: CounterWrite[];
   aggregates: AggregateWrite[];
-  enrolment: EnrolmentWrite;
+  /** The enrolment update of step 8, or null when the filter leaves the row alone. */
+  enrolment: EnrolmentWrite | null;
+  /** Whether this plan completes the enrolment: a status-2 write after its completion events. */
   completed: boolean;
   /** Certificate request and enrol-complete AUDIT: acknowledged before the enrolment write. */
   completionEvents: OutputEvent[];
@@ -97,8 +101,10 @@ export interface EnrolmentPlan {
 }
 
 /**
- * Computes the writes and events of one enrolment (SPEC §6 steps 3–9).
- * The course structure must be present: see {@linkcode courseLeafNodes}.
+ * Computes the writes and events of one enrolment (SPEC §6 steps 3–9). With
+ * no units (a sync request, SPEC §13) it recomputes progress from the stored
+ * rows alone. The course structure must be present: see
+ * {@linkcode courseLeafNodes}.
  */
 export function planEnrolment(state: EnrolmentState, opts: PlanOptions): EnrolmentPlan {
   const { key, units, rows, sets } = state;
@@ -159,6 +165,17 @@ export function planEnrolment(state: EnrolmentState, opts: PlanOptions): Enrolme
   }
 
   // Step 8: the enrolment row, and the completion pair that must precede it.
+  // The filter touches this step alone.
+  if (opts.filterProcessed && isAlreadyProcessed(state.enrolment)) {
+    return {
+      counters,
+      aggregates,
+      enrolment: null,
+      completed: false,
+      completionEvents: [],
+      contentEvents,
+    };
+  }
   const completed = course.completed >= course.total;
   const priorStatus = state.enrolment?.status ?? null;
   const enrolment: EnrolmentWrite = {
@@ -169,7 +186,7 @@ export function planEnrolment(state: EnrolmentState, opts: PlanOptions): Enrolme
   };
   if (completed) {
     enrolment.statusChange = { status: 2, completedOn: opts.now };
-  } else if (priorStatus !== 1) {
+  } else if (priorStatus !== 1 && priorStatus !== 2) {
     enrolment.statusChange = { status: 1 };
   }
   const completionEvents = completed

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { PermanentError } from "./ports.ts";
+import { InputRejectedError, PermanentError } from "./ports.ts";
 
 /** Maps `items` through `fn` with at most `limit` calls in flight, keeping order. */
 export async function mapConcurrent<T, R>(
@@ -25,18 +25,21 @@ export async function mapConcurrent<T, R>(
   return results;
 }
 
-/** Runs one stage of work, retrying what can be retried. */
-export type Retry = <T>(stage: string, fn: () => Promise<T>) => Promise<T>;
+/**
+ * Runs one stage of work, retrying what can be retried: for as long as it
+ * takes, or at most `maxAttempts` times, after which the last error is thrown.
+ */
+export type Retry = <T>(stage: string, fn: () => Promise<T>, maxAttempts?: number) => Promise<T>;
 
 /** Backoff settings for {@linkcode retryUntilAborted}. */
 export interface BackoffOptions {
   initialMs: number;
   maxMs: number;
   signal: AbortSignal;
-  /** Called after each failed attempt, before waiting `delayMs`. */
+  /** Called after each failed attempt that will be retried, before waiting `delayMs`. */
   onFailure?: (stage: string, error: unknown, attempt: number, delayMs: number) => void;
-  /** Called when a stage succeeds after failing. */
-  onRecovery?: (stage: string, attempts: number) => void;
+  /** Called after each successful attempt, with how many it took. */
+  onSuccess?: (stage: string, attempts: number) => void;
   random?: () => number;
 }
 
@@ -51,25 +54,46 @@ export function backoffDelay(
   return Math.round(ceiling / 2 + random() * ceiling / 2);
 }
 
+/** Thrown by a {@linkcode Retry} whose signal aborted: the work was abandoned. */
+export class AbortedError extends Error {
+  override name = "AbortedError";
+}
+
+/** Whether retrying `error` can help: not for a {@linkcode PermanentError} or an {@linkcode InputRejectedError}. */
+export function isRetriable(error: unknown): boolean {
+  return !(error instanceof PermanentError || error instanceof InputRejectedError ||
+    error instanceof AbortedError);
+}
+
 /**
- * A {@linkcode Retry} that retries transient errors for as long as it takes:
- * an outage pauses the job instead of losing work. A {@linkcode PermanentError}
- * is thrown at once; aborting `signal` ends the wait with its reason.
+ * A {@linkcode Retry} that retries transient errors with backoff, by default
+ * for as long as it takes: an outage pauses the job instead of losing work.
+ * Errors that are not {@linkcode isRetriable} are thrown at once; aborting
+ * `signal` ends the wait with an {@linkcode AbortedError}.
  */
 export function retryUntilAborted(opts: BackoffOptions): Retry {
-  return async <T>(stage: string, fn: () => Promise<T>): Promise<T> => {
+  const checkAborted = () => {
+    if (opts.signal.aborted) {
+      throw new AbortedError(String(opts.signal.reason), { cause: opts.signal.reason });
+    }
+  };
+  return async <T>(stage: string, fn: () => Promise<T>, maxAttempts = Infinity): Promise<T> => {
     for (let attempt = 1;; attempt++) {
-      opts.signal.throwIfAborted();
+      checkAborted();
       try {
         const result = await fn();
-        if (attempt > 1) opts.onRecovery?.(stage, attempt);
+        opts.onSuccess?.(stage, attempt);
         return result;
       } catch (error) {
-        if (error instanceof PermanentError) throw error;
-        opts.signal.throwIfAborted();
+        checkAborted();
+        if (!isRetriable(error) || attempt >= maxAttempts) throw error;
         const delay = backoffDelay(attempt, opts.initialMs, opts.maxMs, opts.random);
         opts.onFailure?.(stage, error, attempt, delay);
-        await abortableDelay(delay, opts.signal);
+        try {
+          await abortableDelay(delay, opts.signal);
+        } catch {
+          checkAborted();
+        }
       }
     }
   };

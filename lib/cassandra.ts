@@ -3,9 +3,9 @@
  * partition reads, writes grouped into single-partition unlogged batches, and
  * the guarded (lightweight-transaction) status moves of SPEC §6 step 8.
  *
- * Errors retrying cannot cure (a missing table, a syntax error, bad
- * credentials) are rethrown as {@linkcode PermanentError}; everything else
- * (no host available, timeouts) is thrown as is, for the job's retry loop.
+ * Errors are sorted by {@linkcode classifyError}: permanent (a missing table,
+ * bad credentials), this input's (a key too long), or passing (no host
+ * available, timeouts: thrown as is, for the job's retry loop).
  *
  * @module
  */
@@ -20,6 +20,7 @@ import {
   type CounterWrite,
   type EnrolmentRow,
   type EnrolmentWrite,
+  InputRejectedError,
   PermanentError,
   type ProgressStore,
 } from "./ports.ts";
@@ -59,26 +60,28 @@ function statements(cfg: CassandraConfig) {
   return {
     readConsumption:
       `SELECT contentid, status, viewcount, completedcount FROM ${consumption} ${enrolmentKey}`,
-    readEnrolment: `SELECT status FROM ${enrolments} ${enrolmentKey}`,
+    readEnrolment: `SELECT status, progress FROM ${enrolments} ${enrolmentKey}`,
     writeCounters: `UPDATE ${consumption} SET viewcount = ?, completedcount = ? ` +
       "WHERE userid = ? AND courseid = ? AND batchid = ? AND contentid = ?",
     writeAggregate: `UPDATE ${agg} SET aggregates = aggregates + ?, ` +
       "agg_last_updated = agg_last_updated + ? " +
       "WHERE activity_type = 'Course' AND activity_id = ? AND context_id = ? AND user_id = ?",
-    // The frequent in-progress update: no condition, and none of the columns
-    // the conditional updates below write, so the two kinds never race on a
-    // cell (LWT and plain writes use different timestamp sources).
+    // The frequent in-progress update: no condition. Of the columns the
+    // guarded updates below write, it shares only those of a completion,
+    // which is never followed by it within a window.
     writeEnrolment: `UPDATE ${enrolments} SET progress = ?, datetime = ?, ` +
       `contentstatus = contentstatus + ? ${enrolmentKey}`,
     // `!= 2` holds for a null status too (Cassandra 5 compares a null cell as
     // "not equal" to any value; verified in tests/integration/cassandra_test.ts),
     // so null, 0 and 1 move and a 2 is never rewritten. It also holds when the
-    // row does not exist (the LWT would then create a row holding only status);
-    // the unconditional update above runs first, so the row is complete.
+    // row does not exist: the completion then creates a complete row, and the
+    // move to 1 follows the unconditional update that creates it.
     // `IF status IN (null, 0, 1)` is accepted as well, but would leave any
     // other unexpected value stuck; `!= 2` is the exact guard SPEC §6 asks for.
-    completeEnrolment:
-      `UPDATE ${enrolments} SET status = 2, completedon = ? ${enrolmentKey} IF status != 2`,
+    // The completion sets every column of the enrolment update, so that a
+    // crash right after it leaves a complete row (the filter then skips it).
+    completeEnrolment: `UPDATE ${enrolments} SET status = 2, completedon = ?, progress = ?, ` +
+      `datetime = ?, contentstatus = contentstatus + ? ${enrolmentKey} IF status != 2`,
     startEnrolment: `UPDATE ${enrolments} SET status = 1 ${enrolmentKey} IF status != 2`,
   };
 }
@@ -124,7 +127,9 @@ export class CassandraProgressStore implements ProgressStore {
   async readEnrolment(key: EnrolmentKey): Promise<EnrolmentRow | null> {
     const result = await this.#execute(this.#cql.readEnrolment, enrolmentParams(key));
     const row = result.first();
-    return row ? { status: row.get("status") ?? null } : null;
+    return row
+      ? { status: row.get("status") ?? null, progress: row.get("progress") ?? null }
+      : null;
   }
 
   /** Writes counters and aggregates: single-partition unlogged batches, partitions concurrently. */
@@ -159,27 +164,36 @@ export class CassandraProgressStore implements ProgressStore {
   }
 
   /**
-   * Writes enrolments: first the unconditional progress/contentstatus update
-   * (batched per user), then each status change as its own conditional update.
-   * A status change that does not apply (the row is already at 2) is not an error.
+   * Writes enrolments. An in-progress update is unconditional, followed by its
+   * guarded move to status 1 when it has one. A completion is one guarded
+   * update of every column; when it does not apply (the row is already at 2)
+   * the unconditional update follows instead.
    */
   async writeEnrolments(writes: EnrolmentWrite[]): Promise<void> {
-    await this.#writeGrouped(writes.map((w) => ({
+    const completions = writes.filter((w) => w.statusChange?.status === 2);
+    const updates = writes.filter((w) => w.statusChange?.status !== 2);
+    // Lightweight transactions cannot share a batch with other partitions and
+    // are rare (first progress, completion), so each goes alone.
+    const notApplied: EnrolmentWrite[] = [];
+    await mapConcurrent(completions, WRITE_CONCURRENCY, async (w) => {
+      const result = await this.#execute(this.#cql.completeEnrolment, [
+        new Date(w.statusChange!.completedOn ?? w.at),
+        w.progress,
+        new Date(w.at),
+        w.contentStatus,
+        ...enrolmentParams(w.key),
+      ]);
+      if (!result.wasApplied()) notApplied.push(w);
+    });
+    const plain = [...updates, ...notApplied];
+    await this.#writeGrouped(plain.map((w) => ({
       partition: w.key.userId,
       query: this.#cql.writeEnrolment,
       params: [w.progress, new Date(w.at), w.contentStatus, ...enrolmentParams(w.key)],
     })));
-    // Lightweight transactions cannot share a batch with other partitions and
-    // are rare (first progress, completion), so each goes alone.
-    const changes = writes.filter((w) => w.statusChange !== undefined);
-    await mapConcurrent(changes, WRITE_CONCURRENCY, async (w) => {
-      const change = w.statusChange!;
-      if (change.status === 2) {
-        const completedOn = new Date(change.completedOn ?? w.at);
-        await this.#execute(this.#cql.completeEnrolment, [completedOn, ...enrolmentParams(w.key)]);
-      } else {
-        await this.#execute(this.#cql.startEnrolment, enrolmentParams(w.key));
-      }
+    const starts = updates.filter((w) => w.statusChange?.status === 1);
+    await mapConcurrent(starts, WRITE_CONCURRENCY, async (w) => {
+      await this.#execute(this.#cql.startEnrolment, enrolmentParams(w.key));
     });
   }
 
@@ -234,33 +248,57 @@ function enrolmentParams(key: EnrolmentKey): string[] {
   return [key.userId, key.courseId, key.batchId];
 }
 
-/** Response codes that mean the request itself is wrong: sending it again fails again. */
+/** Response codes that no retry and no other input can cure. */
 const PERMANENT_CODES: ReadonlySet<number> = new Set([
   responseErrorCodes.syntaxError,
-  responseErrorCodes.invalid, // includes "unconfigured table" and "keyspace does not exist"
   responseErrorCodes.configError,
   responseErrorCodes.unauthorized,
   responseErrorCodes.badCredentials,
 ]);
 
 /**
- * Wraps errors that retrying cannot cure in {@linkcode PermanentError} (the
- * original as its `cause`); returns every other error unchanged.
+ * An `invalid` answer about the schema rather than the values: a missing
+ * keyspace, table or column. Any other `invalid` answer (a key longer than
+ * 64 KiB, a value the column cannot hold) is about this request's input.
+ */
+const SCHEMA_PROBLEM =
+  /unconfigured table|(?:table|keyspace) \S+ does not exist|undefined column|unknown identifier/i;
+
+/**
+ * Sorts a driver error by who can cure it (SPEC §3): the schema or the
+ * credentials ({@linkcode PermanentError}), this request's input
+ * ({@linkcode InputRejectedError}), or time (returned unchanged: an outage,
+ * a timeout, an overloaded node). The original is kept as `cause`.
  */
 export function classifyError(error: unknown): unknown {
   const { errors } = cassandra;
-  if (error instanceof PermanentError) return error;
-  if (error instanceof errors.ResponseError && PERMANENT_CODES.has(error.code)) {
-    return new PermanentError(`cassandra: ${error.message}`, { cause: error });
+  if (error instanceof PermanentError || error instanceof InputRejectedError) return error;
+  const message = `cassandra: ${(error as Error)?.message}`;
+  if (error instanceof errors.ResponseError) {
+    if (PERMANENT_CODES.has(error.code)) return new PermanentError(message, { cause: error });
+    if (error.code === responseErrorCodes.invalid) {
+      return SCHEMA_PROBLEM.test(error.message)
+        ? new PermanentError(message, { cause: error })
+        : new InputRejectedError(message, { cause: error });
+    }
+    return error;
   }
-  if (error instanceof errors.AuthenticationError || error instanceof errors.ArgumentError) {
-    return new PermanentError(`cassandra: ${error.message}`, { cause: error });
+  if (error instanceof errors.AuthenticationError) {
+    return new PermanentError(message, { cause: error });
+  }
+  // The driver checks and encodes parameters before sending: a value it
+  // refuses is this request's input.
+  if (
+    error instanceof errors.ArgumentError || error instanceof TypeError ||
+    error instanceof RangeError
+  ) {
+    return new InputRejectedError(message, { cause: error });
   }
   // Connecting with bad credentials fails every host with an AuthenticationError.
   if (error instanceof errors.NoHostAvailableError) {
     const inner = Object.values((error.innerErrors ?? {}) as Record<string, unknown>);
     if (inner.length > 0 && inner.every((e) => e instanceof errors.AuthenticationError)) {
-      return new PermanentError(`cassandra: ${error.message}`, { cause: error });
+      return new PermanentError(message, { cause: error });
     }
   }
   return error;
@@ -312,7 +350,11 @@ export async function connectProgressStore(
     await client.connect();
   } catch (error) {
     await client.shutdown().catch(() => {});
-    throw classifyError(error);
+    const classified = classifyError(error);
+    // Connecting involves no input: what the driver refuses is the configuration.
+    throw classified instanceof InputRejectedError
+      ? new PermanentError(classified.message, { cause: error })
+      : classified;
   }
   return new CassandraProgressStore(client, cfg, writeBatchSize);
 }

@@ -18,6 +18,16 @@ export const LOG_LEVELS = ["debug", "info", "warning", "error"] as const;
 /** One of {@linkcode LOG_LEVELS}. */
 export type LogLevel = typeof LOG_LEVELS[number];
 
+/**
+ * Default of `KAFKA_FETCH_MAX_BYTES` and `KAFKA_FETCH_MAX_BYTES_PER_PARTITION`:
+ * about one full window of input (1000 units are ~500 messages of ~0.5 KB).
+ * KafkaJS's defaults (10 MiB, 1 MiB per partition) let one fetch hold many
+ * windows of a backlog, and the job's memory grew with its lag. The broker
+ * still returns a first record batch larger than this, so a large message
+ * never stalls the consumer.
+ */
+export const DEFAULT_FETCH_MAX_BYTES = 256 * 1024;
+
 /** Redis server and database. */
 export interface RedisTarget {
   host: string;
@@ -36,6 +46,17 @@ export interface Config {
     certIssueTopic: string;
     groupId: string;
     sessionTimeoutMs: number;
+    /**
+     * Most bytes one fetch of the input may return, and most per partition:
+     * what the consumer holds beyond the open window (a fetch is processed
+     * whole before the next one).
+     */
+    fetchMaxBytes: number;
+    fetchMaxBytesPerPartition: number;
+    /** Enrolment sync requests (SPEC §13); null when off. */
+    syncTopic: string | null;
+    /** Largest failed event in bytes; larger ones take the truncated form (SPEC §3). */
+    failedEventMaxBytes: number;
   };
   cassandra: {
     contactPoints: string[];
@@ -95,6 +116,13 @@ export function loadConfig(env: Env): Config {
       certIssueTopic: topic("KAFKA_CERTISSUE_TOPIC", "issue.certificate.request"),
       groupId: read.string("KAFKA_GROUPID", `${jobEnv}-activity-aggregate-updater-group`),
       sessionTimeoutMs: read.duration("KAFKA_SESSION_TIMEOUT", 30_000),
+      fetchMaxBytes: read.positiveInt("KAFKA_FETCH_MAX_BYTES", DEFAULT_FETCH_MAX_BYTES),
+      fetchMaxBytesPerPartition: read.positiveInt(
+        "KAFKA_FETCH_MAX_BYTES_PER_PARTITION",
+        DEFAULT_FETCH_MAX_BYTES,
+      ),
+      syncTopic: read.optionalString("KAFKA_SYNC_TOPIC"),
+      failedEventMaxBytes: read.positiveInt("KAFKA_FAILED_EVENT_MAX_BYTES", 921_600),
     },
     cassandra: {
       contactPoints: read.list("LMS_CASSANDRA_HOST", "localhost"),
@@ -204,6 +232,10 @@ class Reader {
 
   string(name: string, fallback: string): string {
     return this.raw(name) ?? fallback;
+  }
+
+  optionalString(name: string): string | null {
+    return this.raw(name) ?? null;
   }
 
   list(name: string, fallback: string): string[] {

@@ -33,6 +33,11 @@ export class Health {
     }
   }
 
+  /** Whether `stage` is failing now. */
+  isFailing(stage: string): boolean {
+    return this.#outages.has(stage);
+  }
+
   /** Whether the job is ready, and why not. */
   readiness(): { ready: boolean; reasons: string[] } {
     const reasons: string[] = [];

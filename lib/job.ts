@@ -6,15 +6,17 @@
  * @module
  */
 
-import { type Retry, retryUntilAborted } from "./async.ts";
+import { abortableDelay, type Retry, retryUntilAborted } from "./async.ts";
 import { connectProgressStore } from "./cassandra.ts";
 import type { Config } from "./config.ts";
 import type { Health } from "./http.ts";
 import { kafkaClient, KafkaInput, KafkaSink } from "./kafka.ts";
 import { logger } from "./log.ts";
 import type { JobMetrics } from "./metrics.ts";
+import { type ParsedMessage, parseMessage, parseSyncRequest } from "./event.ts";
+import type { IsolateOptions } from "./isolate.ts";
 import { type PipelineDeps, processWindow } from "./pipeline.ts";
-import { systemClock } from "./ports.ts";
+import { type InputMessage, systemClock } from "./ports.ts";
 import { connectRelationCache, RedisDedupStore } from "./redis.ts";
 import { Runner } from "./runner.ts";
 import { SearchCollectionStatus } from "./search.ts";
@@ -76,8 +78,10 @@ export async function startJob(
     let runner: Runner | null = null;
     const input = new KafkaInput(kafka, {
       groupId: config.kafka.groupId,
-      topic: config.kafka.inputTopic,
+      topics: inputTopics(config),
       sessionTimeoutMs: config.kafka.sessionTimeoutMs,
+      fetchMaxBytes: config.kafka.fetchMaxBytes,
+      fetchMaxBytesPerPartition: config.kafka.fetchMaxBytesPerPartition,
       metrics,
       onCrash(error, restarting) {
         if (restarting) {
@@ -93,36 +97,28 @@ export async function startJob(
     await startupRetry("connect-kafka-consumer", () => input.connect());
     closers.push(() => input.disconnect());
 
-    const deps: Omit<PipelineDeps, "retry"> = {
+    const deps = pipelineDeps(config, {
       progress,
       relations: relations.cache,
       dedup,
       collections: new SearchCollectionStatus(config.search),
       sink,
-      clock: systemClock,
-      newId: () => crypto.randomUUID(),
       metrics,
-      settings: {
-        dedupEnabled: config.dedup.enabled,
-        moduleAggsEnabled: config.moduleAggsEnabled,
-        filterProcessedEnrolments: config.filterProcessedEnrolments,
-        readConcurrency: READ_CONCURRENCY,
-        topics: {
-          audit: config.kafka.auditTopic,
-          certIssue: config.kafka.certIssueTopic,
-          failed: config.kafka.failedTopic,
-        },
-      },
-    };
+    });
     runner = new Runner({
       source: input,
+      parse: messageParser(config),
       clock: systemClock,
       limits: config.window,
       metrics,
       process: (window, windowSignal) =>
         processWindow(window, {
           ...deps,
-          retry: retryWithHealth(config, metrics, health, windowSignal),
+          isolate: isolation(
+            config,
+            retryWithHealth(config, metrics, health, windowSignal),
+            windowSignal,
+          ),
         }),
     });
     const done = runner.run();
@@ -150,8 +146,57 @@ export async function startJob(
   }
 }
 
+/** The topics the job consumes: the input topic, and the sync topic when it is on. */
+export function inputTopics(config: Config): string[] {
+  const { inputTopic, syncTopic } = config.kafka;
+  return syncTopic ? [inputTopic, syncTopic] : [inputTopic];
+}
+
+/** Parses a consumed message by its topic: a sync request, or an input event. */
+export function messageParser(config: Config): (message: InputMessage) => ParsedMessage {
+  const { syncTopic } = config.kafka;
+  return (message) =>
+    message.topic === syncTopic ? parseSyncRequest(message.value) : parseMessage(message.value);
+}
+
+/** The ports a pipeline needs, with the settings of `config`; `isolate` comes per window. */
+export function pipelineDeps(
+  config: Config,
+  ports: Pick<
+    PipelineDeps,
+    "progress" | "relations" | "dedup" | "collections" | "sink" | "metrics"
+  >,
+): Omit<PipelineDeps, "isolate"> {
+  return {
+    ...ports,
+    clock: systemClock,
+    newId: () => crypto.randomUUID(),
+    settings: {
+      dedupEnabled: config.dedup.enabled,
+      moduleAggsEnabled: config.moduleAggsEnabled,
+      filterProcessedEnrolments: config.filterProcessedEnrolments,
+      readConcurrency: READ_CONCURRENCY,
+      failedEventMaxBytes: config.kafka.failedEventMaxBytes,
+      topics: {
+        audit: config.kafka.auditTopic,
+        certIssue: config.kafka.certIssueTopic,
+        failed: config.kafka.failedTopic,
+      },
+    },
+  };
+}
+
+/** How a window's steps retry, wait and back off until `signal` aborts. */
+export function isolation(config: Config, retry: Retry, signal: AbortSignal): IsolateOptions {
+  return {
+    retry,
+    wait: (ms) => abortableDelay(ms, signal),
+    backoff: { initialMs: config.retry.initialBackoffMs, maxMs: config.retry.maxBackoffMs },
+  };
+}
+
 /** The job's retry: backoff until `signal` aborts, reporting outages in logs, metrics and health. */
-function retryWithHealth(
+export function retryWithHealth(
   config: Config,
   metrics: JobMetrics,
   health: Health,
@@ -171,7 +216,8 @@ function retryWithHealth(
         error: String(error),
       });
     },
-    onRecovery(stage, attempts) {
+    onSuccess(stage, attempts) {
+      if (!health.isFailing(stage)) return;
       reportOutage(metrics, health, stage, false);
       log.info("{stage} recovered after {attempts} attempts", { stage, attempts });
     },

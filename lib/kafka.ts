@@ -15,6 +15,7 @@ import {
   type CommitOffset,
   type EventSink,
   type InputMessage,
+  InputRejectedError,
   type InputSource,
   type OutputEvent,
   PermanentError,
@@ -22,17 +23,25 @@ import {
 
 const log = logger("kafka");
 
-/** KafkaJS errors that retrying cannot cure: wrong credentials or missing rights. */
+/** KafkaJS errors no input can cure: wrong credentials or missing rights. */
 const PERMANENT_KAFKA_ERRORS = new Set([
-  // Only an event larger than the broker's message limit gets here (requests
-  // are split below it): sending it again cannot succeed.
-  "MESSAGE_TOO_LARGE",
-  "RECORD_LIST_TOO_LARGE",
   "SASL_AUTHENTICATION_FAILED",
   "TOPIC_AUTHORIZATION_FAILED",
   "GROUP_AUTHORIZATION_FAILED",
   "CLUSTER_AUTHORIZATION_FAILED",
   "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+]);
+
+/**
+ * KafkaJS errors about the events sent: one larger than the broker's message
+ * limit (requests are split below it, so only a single event gets here), or
+ * one the broker finds invalid. Sending them again cannot succeed.
+ */
+const INPUT_KAFKA_ERRORS = new Set([
+  "MESSAGE_TOO_LARGE",
+  "RECORD_LIST_TOO_LARGE",
+  "INVALID_RECORD",
+  "CORRUPT_MESSAGE",
 ]);
 
 /**
@@ -42,6 +51,9 @@ const PERMANENT_KAFKA_ERRORS = new Set([
  */
 const KNOWN_KAFKAJS_NOTICES =
   /Limiting retries for the idempotent producer|switched default partitioner/;
+
+/** KafkaJS log lines about an ordinary rebalance. */
+const REBALANCE_NOTICE = /rebalanc|REBALANCE_IN_PROGRESS/i;
 
 /** A KafkaJS client for the configured brokers, logging through the job's logger. */
 export function kafkaClient(config: Config["kafka"], clientId: string): Kafka {
@@ -56,7 +68,10 @@ export function kafkaClient(config: Config["kafka"], clientId: string): Kafka {
     logCreator: () => ({ level, log: entry }) => {
       const { message, ...fields } = entry;
       const text = `kafkajs: ${message}`;
-      if (level <= logLevel.ERROR) log.error(text, fields);
+      // A rebalance is routine (a member joined or left): KafkaJS reports the
+      // broker's "group is rebalancing" answers as errors.
+      if (REBALANCE_NOTICE.test(`${message} ${fields.error ?? ""}`)) log.info(text, fields);
+      else if (level <= logLevel.ERROR) log.error(text, fields);
       else if (level === logLevel.WARN && !KNOWN_KAFKAJS_NOTICES.test(message)) {
         log.warn(text, fields);
       } else log.debug(text, fields);
@@ -64,26 +79,54 @@ export function kafkaClient(config: Config["kafka"], clientId: string): Kafka {
   });
 }
 
-/** Rethrows KafkaJS errors that retrying cannot cure as {@linkcode PermanentError}. */
-function classify(error: unknown): never {
-  const type = (error as { type?: string }).type;
-  if (type && PERMANENT_KAFKA_ERRORS.has(type)) {
-    throw new PermanentError(`Kafka: ${type}: ${(error as Error).message}`);
+/**
+ * Sorts a KafkaJS error by who can cure it (SPEC §3): the credentials or
+ * rights ({@linkcode PermanentError}), the events sent
+ * ({@linkcode InputRejectedError}), or time (returned unchanged). KafkaJS
+ * wraps the broker's answer after its own retries, so the chain is searched.
+ */
+export function classifyKafkaError(error: unknown): unknown {
+  for (let e = error, depth = 0; e && depth < 5; depth++) {
+    const type = (e as { type?: string }).type;
+    const message = `Kafka: ${type}: ${(error as Error).message}`;
+    if (type && PERMANENT_KAFKA_ERRORS.has(type)) {
+      return new PermanentError(message, { cause: error });
+    }
+    if (type && INPUT_KAFKA_ERRORS.has(type)) {
+      return new InputRejectedError(message, { cause: error });
+    }
+    e = (e as { originalError?: unknown; cause?: unknown }).originalError ??
+      (e as { cause?: unknown }).cause;
   }
-  throw error;
+  return error;
 }
 
 /** Longest wait of one fetch round; bounds how long a disconnect waits for it. */
 export const FETCH_MAX_WAIT_MS = 1000;
 
-/** How often a blocked message handler keeps the group membership alive. */
+/** How often a blocked batch handler keeps the group membership alive. */
 const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
+
+/**
+ * Partitions whose batches are handed to the job at once. Each waits until
+ * its messages are committed, so several let one window gather the messages
+ * of several partitions.
+ */
+const PARTITIONS_CONSUMED_CONCURRENTLY = 32;
 
 /** Settings and observers of {@linkcode KafkaInput}. */
 export interface KafkaInputOptions {
   groupId: string;
-  topic: string;
+  /** The input topic, and the sync topic when it is on (SPEC §13). */
+  topics: string[];
   sessionTimeoutMs: number;
+  /**
+   * Most bytes of one fetch, and per partition (KafkaJS: 10 MiB and 1 MiB).
+   * A fetch is handed over whole: everything it returns stays in memory
+   * until the job has taken its last message into a window.
+   */
+  fetchMaxBytes?: number;
+  fetchMaxBytesPerPartition?: number;
   metrics?: JobMetrics;
   /**
    * The consumer failed. KafkaJS restarts it by itself after errors it deems
@@ -94,13 +137,22 @@ export interface KafkaInputOptions {
   onJoin?: () => void;
 }
 
-/** The input topic, consumed in a group with commits made only by the job. */
+/**
+ * The input topics, consumed in a group with commits made only by the job.
+ *
+ * KafkaJS 2 rebalances eagerly and has no revocation callback, but it
+ * rejoins a rebalancing group only between batches, once every batch handler
+ * in flight has returned. Each handler returns only when the job has
+ * committed its messages (or abandoned them before any effect, on a stop), so
+ * a member gives up its partitions with nothing in flight, and the next owner
+ * starts after the last message applied.
+ */
 export class KafkaInput implements InputSource {
   readonly #consumer: Consumer;
-  readonly #topic: string;
+  readonly #topics: string[];
 
   constructor(kafka: Kafka, opts: KafkaInputOptions) {
-    this.#topic = opts.topic;
+    this.#topics = opts.topics;
     this.#consumer = kafka.consumer({
       groupId: opts.groupId,
       allowAutoTopicCreation: false,
@@ -112,6 +164,9 @@ export class KafkaInput implements InputSource {
       // waits for that round to end: KafkaJS's default of 5 s was most of
       // every graceful stop. Idle, this is one small request a second.
       maxWaitTimeInMs: FETCH_MAX_WAIT_MS,
+      // Small fetches keep memory flat whatever the backlog (see the options).
+      maxBytes: opts.fetchMaxBytes,
+      maxBytesPerPartition: opts.fetchMaxBytesPerPartition,
     });
     const { events } = this.#consumer;
     this.#consumer.on(events.END_BATCH_PROCESS, ({ payload }) => {
@@ -140,32 +195,34 @@ export class KafkaInput implements InputSource {
   async connect(): Promise<void> {
     try {
       await this.#consumer.connect();
-      await this.#consumer.subscribe({ topic: this.#topic, fromBeginning: true });
+      await this.#consumer.subscribe({ topics: this.#topics, fromBeginning: true });
     } catch (error) {
-      classify(error);
+      throw classifyKafkaError(error);
     }
   }
 
-  async start(handle: (message: InputMessage) => Promise<void>): Promise<void> {
+  async start(handle: (messages: InputMessage[]) => Promise<void>): Promise<void> {
     await this.#consumer.run({
       autoCommit: false,
-      partitionsConsumedConcurrently: 1,
-      eachMessage: async ({ topic, partition, message, heartbeat }) => {
-        // While the job holds consumption back (a window in flight, an outage),
-        // keep heartbeating so the group does not rebalance under us.
+      partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
+      eachBatch: async ({ batch, heartbeat }) => {
+        // While the job holds the batch (its window in flight, an outage),
+        // keep heartbeating so the group does not drop this member. Once a
+        // rebalance starts, heartbeats fail until the handler returns and
+        // KafkaJS rejoins: expected.
         const timer = setInterval(
           () => heartbeat().catch(() => {}),
           HEARTBEAT_WHILE_BLOCKED_MS,
         );
         try {
-          await handle({
-            topic,
-            partition,
+          await handle(batch.messages.map((message) => ({
+            topic: batch.topic,
+            partition: batch.partition,
             offset: message.offset,
             key: message.key?.toString("utf8") ?? null,
             value: message.value ? new Uint8Array(message.value) : null,
             timestamp: Number(message.timestamp),
-          });
+          })));
         } finally {
           clearInterval(timer);
         }
@@ -174,7 +231,7 @@ export class KafkaInput implements InputSource {
   }
 
   pause(): void {
-    this.#consumer.pause([{ topic: this.#topic }]);
+    this.#consumer.pause(this.#topics.map((topic) => ({ topic })));
   }
 
   async commit(offsets: CommitOffset[]): Promise<void> {
@@ -205,7 +262,7 @@ export class KafkaSink implements EventSink {
     try {
       await this.#producer.connect();
     } catch (error) {
-      classify(error);
+      throw classifyKafkaError(error);
     }
   }
 
@@ -216,7 +273,7 @@ export class KafkaSink implements EventSink {
         await this.#producer.sendBatch({ acks: -1, topicMessages });
       }
     } catch (error) {
-      classify(error);
+      throw classifyKafkaError(error);
     }
   }
 
@@ -251,10 +308,7 @@ export function produceRequests(events: OutputEvent[], maxBytes: number): TopicM
     bytes = 0;
   };
   for (const event of events) {
-    const message = {
-      key: event.key === "" ? null : event.key,
-      value: JSON.stringify(event.value),
-    };
+    const message = { key: event.key === "" ? null : event.key, value: serialise(event) };
     const size = utf8Length(message.value) + utf8Length(message.key ?? "");
     if (bytes > 0 && bytes + size > maxBytes) flush();
     const messages = current.get(event.topic) ?? [];
@@ -264,6 +318,17 @@ export function produceRequests(events: OutputEvent[], maxBytes: number): TopicM
   }
   flush();
   return requests;
+}
+
+/** An event's value as JSON; one that cannot be serialised is this event's fault. */
+function serialise(event: OutputEvent): string {
+  try {
+    return JSON.stringify(event.value);
+  } catch (error) {
+    throw new InputRejectedError(`event for ${event.topic} cannot be serialised: ${error}`, {
+      cause: error,
+    });
+  }
 }
 
 const encoder = new TextEncoder();

@@ -11,6 +11,7 @@ export const COUNTERS = {
   totalEvents: "total events consumed from the input topic",
   skippedEvents: "input events skipped (other action, or no completed content)",
   batchEnrolmentUpdateEvents: "batch-enrolment-update events with units",
+  syncRequests: "user-enrolment-sync requests consumed from the sync topic",
   duplicateUnits: "units dropped as duplicates",
   processedEnrolments: "enrolments written",
   failedEvents: "failed messages and enrolments sent to the failed topic",

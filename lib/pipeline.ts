@@ -1,9 +1,21 @@
 /**
- * Drives one closed window through the job's ports in the order SPEC §6
- * prescribes: course structure first, state next, then the pure plan, writes,
- * events before each completion write, and checksums last. A failure of one
- * enrolment's course structure is isolated to that enrolment; an outage of a
- * store pauses the stage in `retry` until it returns.
+ * Drives one closed window through the job's ports, as a short list of named
+ * steps in the order SPEC §6 prescribes:
+ *
+ * 1. route failed messages to failed events (SPEC §3)
+ * 2. group by enrolment and drop duplicate units (SPEC §4)
+ * 3. resolve course structure; missing structure goes to SPEC §7
+ * 4. read state, one partition per enrolment
+ * 5. read the structure of the units the enrolments touch
+ * 6. plan each enrolment: pure, no I/O (lib/aggregate.ts)
+ * 7. completions: certificate pairs, then at once their status-2 writes
+ * 8. counters, aggregates, in-progress enrolments and content events, side by side
+ * 9. failed messages and enrolments to the failed topic
+ * 10. checksums of the enrolments whose effects are durable
+ *
+ * Every step that does I/O runs through {@linkcode runIsolated}: an outage is
+ * waited out, and an error that belongs to some enrolments fails those alone
+ * (failed topic, no checksum) while the rest of the window goes on.
  *
  * @module
  */
@@ -11,18 +23,19 @@
 import {
   courseLeafNodes,
   type EnrolmentPlan,
-  isAlreadyProcessed,
   mergedStatuses,
   planEnrolment,
   structureKey,
   type StructureSets,
   unitsOf,
 } from "./aggregate.ts";
-import { mapConcurrent, type Retry } from "./async.ts";
+import { mapConcurrent } from "./async.ts";
 import { unitChecksum } from "./checksum.ts";
-import type { Unit } from "./event.ts";
+import { type EnrolmentKey, type Unit } from "./event.ts";
+import { type IsolateOptions, runIsolated } from "./isolate.ts";
+import { logger } from "./log.ts";
 import type { JobMetrics } from "./metrics.ts";
-import { failedEnrolment, failedMessage, type Stamp } from "./output.ts";
+import { failedEnrolment, failedMessage, type Failure, type Stamp } from "./output.ts";
 import type {
   Clock,
   CollectionStatusLookup,
@@ -35,7 +48,9 @@ import type {
   ProgressStore,
   RelationCache,
 } from "./ports.ts";
-import { type EnrolmentGroup, groupByEnrolment, type Window } from "./window.ts";
+import { type EnrolmentGroup, groupByEnrolment, sourceOf, type Window } from "./window.ts";
+
+const log = logger("pipeline");
 
 /** The ports and settings a window is processed with. */
 export interface PipelineDeps {
@@ -47,8 +62,11 @@ export interface PipelineDeps {
   clock: Clock;
   newId: IdSource;
   metrics: JobMetrics;
-  retry: Retry;
+  /** Retries, waits and backoff of every I/O step. */
+  isolate: IsolateOptions;
   settings: PipelineSettings;
+  /** Told what happened to each enrolment (for the `reconcile` command). */
+  observe?: (outcome: EnrolmentOutcome) => void;
 }
 
 /** The behaviour switches and topic names the pipeline needs. */
@@ -58,6 +76,8 @@ export interface PipelineSettings {
   filterProcessedEnrolments: boolean;
   /** Partition reads in flight at once. */
   readConcurrency: number;
+  /** `KAFKA_FAILED_EVENT_MAX_BYTES`. */
+  failedEventMaxBytes: number;
   topics: { audit: string; certIssue: string; failed: string };
 }
 
@@ -67,6 +87,7 @@ export interface WindowSummary {
   units: number;
   duplicates: number;
   enrolments: number;
+  syncRequests: number;
   processed: number;
   filtered: number;
   retired: number;
@@ -76,216 +97,466 @@ export interface WindowSummary {
   completions: number;
 }
 
+/** What happened to one enrolment of a window. */
+export interface EnrolmentOutcome {
+  key: EnrolmentKey;
+  /** The enrolment row before, when it was read. */
+  before: EnrolmentRow | null;
+  /** Progress and status written, or null when the row was left alone. */
+  after: { progress: number; status: number | null } | null;
+  certificate: boolean;
+  /** `retired` (SPEC §7), `failed`, or `processed`. */
+  result: "processed" | "retired" | "failed";
+  reason?: string;
+}
+
+/** Enrolments the window processes at most this many completions at a time. */
+export const COMPLETION_CHUNK = 32;
+
+/** One window's progress through the steps. */
+interface Run {
+  deps: PipelineDeps;
+  stamp: Stamp;
+  summary: WindowSummary;
+  /** Failed messages and enrolments, for step 9. */
+  failedEvents: OutputEvent[];
+}
+
+/** An enrolment with its units after de-duplication. */
+interface Enrolment {
+  group: EnrolmentGroup;
+  /** The units that count (SPEC §4), repeats included when de-duplication is off. */
+  units: Unit[];
+}
+
+/** An enrolment with the state read for it. */
+interface ReadEnrolment extends Enrolment {
+  rows: ConsumptionRow[];
+  enrolment: EnrolmentRow | null;
+}
+
+/** An enrolment with its plan. */
+interface PlannedEnrolment extends ReadEnrolment {
+  plan: EnrolmentPlan;
+}
+
 /** Processes a closed window; resolves once every effect is durable. */
 export async function processWindow(window: Window, deps: PipelineDeps): Promise<WindowSummary> {
-  const { settings, metrics, retry } = deps;
-  const stamp: Stamp = { now: deps.clock.now(), newId: deps.newId };
-  const summary = emptySummary(window);
+  const run: Run = {
+    deps,
+    stamp: { now: deps.clock.now(), newId: deps.newId },
+    summary: emptySummary(window),
+    failedEvents: [],
+  };
+  routeFailedMessages(run, window);
+  const enrolments = await dropDuplicates(run, groupByEnrolment(window.messages));
+  const { structured, settled, courseSets } = await resolveStructure(run, enrolments);
+  const read = await readState(run, structured);
+  const { sets, usable } = await readUnitStructure(run, read, courseSets);
+  const planned = planAll(run, usable, sets);
+  const completed = await applyCompletions(run, planned.filter((p) => p.plan.completed));
+  const applied = await applyEffects(run, planned, completed);
+  await sendFailures(run);
+  await storeChecksums(run, [...applied, ...settled]);
+  for (const p of applied) observe(run, p, "processed");
+  countSummary(deps.metrics, run.summary);
+  return run.summary;
+}
 
-  // Input outcomes: failed messages are replayable events; skips only count.
-  const failedEvents: OutputEvent[] = [];
+/** Step 1: failed messages become replayable events; skips only count. */
+function routeFailedMessages(run: Run, window: Window): void {
+  const { settings } = run.deps;
   for (const { message, parsed } of window.messages) {
     if (parsed.kind === "failed") {
-      failedEvents.push({
+      const failure = { reason: parsed.reason, stage: "input", source: sourceOf(message) };
+      run.failedEvents.push({
         topic: settings.topics.failed,
-        key: message.key ?? "",
-        value: failedMessage(parsed.original, { reason: parsed.reason, stage: "input" }, stamp),
+        key: failedEventKey(message.key),
+        value: failedMessage({
+          original: parsed.original,
+          raw: message.value,
+          failure,
+          maxBytes: settings.failedEventMaxBytes,
+        }, run.stamp),
       });
-      summary.failedMessages++;
+      run.summary.failedMessages++;
     } else if (parsed.kind === "skipped") {
-      summary.skippedMessages++;
+      run.summary.skippedMessages++;
+    } else if (parsed.kind === "sync") {
+      run.summary.syncRequests++;
     }
   }
+}
 
-  // De-duplication (SPEC §4).
-  let units = window.units;
-  if (settings.dedupEnabled && units.length > 0) {
-    const firstOfEach = new Map<string, Unit>();
-    for (const u of units) {
-      const sum = unitChecksum(u);
-      if (!firstOfEach.has(sum)) firstOfEach.set(sum, u);
-    }
-    const stored = await retry("dedup-check", () => deps.dedup.existing([...firstOfEach.keys()]));
-    units = [...firstOfEach].filter(([sum]) => !stored.has(sum)).map(([, u]) => u);
-    summary.duplicates = window.units.length - units.length;
+/** Step 2: SPEC §4. Enrolments left with no unit and no sync request have nothing to do. */
+async function dropDuplicates(run: Run, groups: EnrolmentGroup[]): Promise<Enrolment[]> {
+  const { settings, dedup } = run.deps;
+  if (!settings.dedupEnabled) {
+    run.summary.enrolments = groups.length;
+    return groups.map((group) => ({ group, units: group.units }));
   }
-  const groups = groupByEnrolment(units);
-  summary.enrolments = groups.length;
 
-  // Step 1: course structure; missing structure goes to SPEC §7.
-  const courseSets = await readSets(
-    deps,
-    groups.flatMap(({ key }) => [
-      structureKey.leafNodes(key.courseId, key.courseId),
-      structureKey.optionalNodes(key.courseId, key.courseId),
-    ]),
-  );
-  const withStructure: EnrolmentGroup[] = [];
-  const settled: EnrolmentGroup[] = []; // nothing to write, but checksums to store
-  for (const group of groups) {
-    if (courseLeafNodes(group.key.courseId, courseSets).length > 0) {
-      withStructure.push(group);
+  const distinct = groups.map((group) => {
+    const byChecksum = new Map(group.units.map((u) => [unitChecksum(u), u]));
+    return { group, byChecksum };
+  });
+  const stored = new Set<string>();
+  const failed = await runIsolated("dedup-check", distinct, async (subset) => {
+    const found = await dedup.existing(subset.flatMap((d) => [...d.byChecksum.keys()]));
+    found.forEach((sum) => stored.add(sum));
+  }, run.deps.isolate);
+  const enrolments: Enrolment[] = [];
+  for (const d of distinct) {
+    if (failed.has(d)) {
+      failEnrolment(
+        run,
+        { group: d.group, units: [...d.byChecksum.values()] },
+        "dedup-check",
+        failed.get(d),
+      );
       continue;
     }
-    const failure = await missingStructure(group.key.courseId, deps);
-    if (failure === null) {
-      settled.push(group);
-      summary.retired++;
-    } else {
-      failedEvents.push({
-        topic: settings.topics.failed,
-        key: group.key.userId,
-        value: failedEnrolment(group.key, group.units, {
-          reason: failure,
-          stage: "course-structure",
-        }, stamp),
-      });
-      summary.failedEnrolments++;
-    }
+    const units = [...d.byChecksum].filter(([sum]) => !stored.has(sum)).map(([, u]) => u);
+    run.summary.duplicates += d.group.units.length - units.length;
+    if (units.length > 0 || d.group.sync) enrolments.push({ group: d.group, units });
   }
-
-  // Steps 2 and 8: state reads, one partition per enrolment; the filter skips whole
-  // enrolments. The status is read with the filter off too: knowing it is 1
-  // spares an in-progress update its conditional (LWT) write.
-  const states = await retry(
-    "read-state",
-    () =>
-      mapConcurrent(withStructure, settings.readConcurrency, async (group) => {
-        const [rows, enrolment] = await Promise.all([
-          deps.progress.readConsumption(group.key),
-          deps.progress.readEnrolment(group.key),
-        ]);
-        return { group, rows, enrolment };
-      }),
-  );
-  metrics.inc("dbReads", states.length * 2);
-  const active = states.filter(({ group, enrolment }) => {
-    if (!settings.filterProcessedEnrolments || !isAlreadyProcessed(enrolment)) return true;
-    settled.push(group);
-    summary.filtered++;
-    return false;
-  });
-
-  // Step 7's structure: ancestors of every merged content, then the sets of their units.
-  const sets: StructureSets = new Map(courseSets);
-  if (settings.moduleAggsEnabled) {
-    const merged = active.map((s) => ({
-      s,
-      contents: [...mergedStatuses(s.rows, s.group.units).keys()],
-    }));
-    const ancestors = await readSets(
-      deps,
-      merged.flatMap(({ s, contents }) =>
-        contents.map((c) => structureKey.ancestors(s.group.key.courseId, c))
-      ),
-    );
-    ancestors.forEach((v, k) => sets.set(k, v));
-    const unitSets = await readSets(
-      deps,
-      merged.flatMap(({ s, contents }) =>
-        unitsOf(s.group.key.courseId, contents, ancestors).flatMap((u) => [
-          structureKey.leafNodes(s.group.key.courseId, u),
-          structureKey.optionalNodes(s.group.key.courseId, u),
-        ])
-      ),
-    );
-    unitSets.forEach((v, k) => sets.set(k, v));
-  }
-
-  const plans = active.map(({ group, rows, enrolment }) =>
-    plan(group, rows, enrolment, sets, stamp, settings)
-  );
-  const completing = plans.filter((p) => p.completed);
-  summary.processed = plans.length;
-  summary.completions = completing.length;
-
-  // Writes and events together; each completion's status-2 write only once its
-  // certificate request is acknowledged; checksums last.
-  const counters = plans.flatMap((p) => p.counters);
-  const aggregates = plans.flatMap((p) => p.aggregates);
-  const inProgress = plans.filter((p) => !p.completed).map((p) => p.enrolment);
-  const events = [
-    ...failedEvents,
-    ...plans.flatMap((p) => [...p.completionEvents, ...p.contentEvents]),
-  ];
-  await allStages([
-    plans.length > 0 &&
-    retry("write-progress", () => deps.progress.writeProgress(counters, aggregates)),
-    inProgress.length > 0 &&
-    retry("write-enrolments", () => deps.progress.writeEnrolments(inProgress)),
-    events.length > 0 && retry("send-events", () => deps.sink.send(events)),
-  ]);
-  if (completing.length > 0) {
-    await retry(
-      "write-completions",
-      () => deps.progress.writeEnrolments(completing.map((p) => p.enrolment)),
-    );
-  }
-  metrics.inc("dbWrites", counters.length + aggregates.length + plans.length);
-
-  const done = [...plans.map((p) => p.units), ...settled.map((g) => g.units)].flat();
-  if (settings.dedupEnabled && done.length > 0) {
-    await retry("store-checksums", () => deps.dedup.store([...new Set(done.map(unitChecksum))]));
-  }
-
-  countSummary(metrics, summary);
-  return summary;
-}
-
-type UnitPlan = EnrolmentPlan & { units: Unit[] };
-
-function plan(
-  group: EnrolmentGroup,
-  rows: ConsumptionRow[],
-  enrolment: EnrolmentRow | null,
-  sets: StructureSets,
-  stamp: Stamp,
-  settings: PipelineSettings,
-): UnitPlan {
-  const result = planEnrolment(
-    { key: group.key, units: group.units, rows, sets, enrolment },
-    {
-      moduleAggs: settings.moduleAggsEnabled,
-      now: stamp.now,
-      newId: stamp.newId,
-      topics: settings.topics,
-    },
-  );
-  return { ...result, units: group.units };
-}
-
-/** Reads sets through the relation cache, counting reads and misses. */
-async function readSets(deps: PipelineDeps, keys: string[]): Promise<StructureSets> {
-  const unique = [...new Set(keys)];
-  if (unique.length === 0) return new Map();
-  const sets = await deps.retry("read-structure", () => deps.relations.members(unique));
-  deps.metrics.inc("cacheReads", unique.length);
-  deps.metrics.inc(
-    "cacheMisses",
-    unique.filter((k) => !structureKey.isOptionalNodes(k) && (sets.get(k) ?? []).length === 0)
-      .length,
-  );
-  return sets;
+  run.summary.enrolments = enrolments.length;
+  return enrolments;
 }
 
 /**
- * Waits for stages that run side by side; rejects with the first failure, but
- * only once none of them is still writing.
+ * Step 3: course structure. An enrolment whose course has none is settled
+ * when its collection is retired (SPEC §7) and failed otherwise.
  */
-async function allStages(stages: (Promise<void> | false)[]): Promise<void> {
-  const results = await Promise.allSettled(stages);
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
-  if (failed) throw failed.reason;
+async function resolveStructure(
+  run: Run,
+  enrolments: Enrolment[],
+): Promise<{ structured: Enrolment[]; settled: Enrolment[]; courseSets: StructureSets }> {
+  const { sets, failed } = await readSets(
+    run,
+    "read-structure",
+    enrolments,
+    ({ group: { key } }) => [
+      structureKey.leafNodes(key.courseId, key.courseId),
+      structureKey.optionalNodes(key.courseId, key.courseId),
+    ],
+  );
+  const structured: Enrolment[] = [];
+  const settled: Enrolment[] = [];
+  for (const e of enrolments) {
+    if (failed.has(e)) {
+      failEnrolment(run, e, "read-structure", failed.get(e));
+    } else if (courseLeafNodes(e.group.key.courseId, sets).length > 0) {
+      structured.push(e);
+    } else {
+      const reason = await missingStructure(e.group.key.courseId, run.deps.collections);
+      if (reason === null) {
+        settled.push(e);
+        run.summary.retired++;
+        observe(run, { ...e, rows: [], enrolment: null }, "retired");
+      } else {
+        failEnrolment(run, e, "course-structure", reason);
+      }
+    }
+  }
+  return { structured, settled, courseSets: sets };
+}
+
+/** Step 4: consumption rows and enrolment row, one partition read each. */
+async function readState(run: Run, enrolments: Enrolment[]): Promise<ReadEnrolment[]> {
+  const { progress, settings, metrics } = run.deps;
+  const read = new Map<Enrolment, ReadEnrolment>();
+  const failed = await runIsolated("read-state", enrolments, async (subset) => {
+    await mapConcurrent(subset, settings.readConcurrency, async (e) => {
+      // The status is read with the filter off too: knowing it is 1 spares an
+      // in-progress update its conditional (LWT) write.
+      const [rows, enrolment] = await Promise.all([
+        progress.readConsumption(e.group.key),
+        progress.readEnrolment(e.group.key),
+      ]);
+      read.set(e, { ...e, rows, enrolment });
+    });
+    metrics.inc("dbReads", subset.length * 2);
+  }, run.deps.isolate);
+  return survivors(run, enrolments, failed, "read-state").map((e) => read.get(e)!);
+}
+
+/** Step 5: ancestors of every merged content, then the sets of their units (SPEC §6 step 7). */
+async function readUnitStructure(
+  run: Run,
+  enrolments: ReadEnrolment[],
+  courseSets: StructureSets,
+): Promise<{ sets: StructureSets; usable: ReadEnrolment[] }> {
+  const sets: StructureSets = new Map(courseSets);
+  if (!run.deps.settings.moduleAggsEnabled || enrolments.length === 0) {
+    return { sets, usable: enrolments };
+  }
+  const contents = new Map(
+    enrolments.map((e) => [e, [...mergedStatuses(e.rows, e.units).keys()]]),
+  );
+  const ancestors = await readSets(
+    run,
+    "read-structure",
+    enrolments,
+    (e) => contents.get(e)!.map((c) => structureKey.ancestors(e.group.key.courseId, c)),
+  );
+  ancestors.sets.forEach((v, k) => sets.set(k, v));
+  const units = await readSets(
+    run,
+    "read-structure",
+    enrolments.filter((e) => !ancestors.failed.has(e)),
+    (e) =>
+      unitsOf(e.group.key.courseId, contents.get(e)!, ancestors.sets).flatMap((u) => [
+        structureKey.leafNodes(e.group.key.courseId, u),
+        structureKey.optionalNodes(e.group.key.courseId, u),
+      ]),
+  );
+  units.sets.forEach((v, k) => sets.set(k, v));
+  const failed = new Map([...ancestors.failed, ...units.failed]);
+  return { sets, usable: survivors(run, enrolments, failed, "read-structure") };
+}
+
+/** Step 6: the pure computation of SPEC §6 for each enrolment. */
+function planAll(run: Run, enrolments: ReadEnrolment[], sets: StructureSets): PlannedEnrolment[] {
+  const { settings } = run.deps;
+  const planned: PlannedEnrolment[] = [];
+  for (const e of enrolments) {
+    try {
+      const plan = planEnrolment(
+        { key: e.group.key, units: e.units, rows: e.rows, sets, enrolment: e.enrolment },
+        {
+          moduleAggs: settings.moduleAggsEnabled,
+          filterProcessed: settings.filterProcessedEnrolments,
+          now: run.stamp.now,
+          newId: run.stamp.newId,
+          topics: settings.topics,
+        },
+      );
+      if (plan.enrolment === null) run.summary.filtered++;
+      planned.push({ ...e, plan });
+    } catch (error) {
+      failEnrolment(run, e, "plan", error);
+    }
+  }
+  return planned;
+}
+
+/**
+ * Step 7: each completion's certificate request and enrol-complete event go
+ * to Kafka on their own, and its status-2 write follows as soon as Kafka has
+ * acknowledged them, a few completions at a time: a crash between the two
+ * repeats the pair for those few only (SPEC §6 step 8).
+ */
+async function applyCompletions(
+  run: Run,
+  completing: PlannedEnrolment[],
+): Promise<Set<PlannedEnrolment>> {
+  const { sink, progress, isolate } = run.deps;
+  const done = new Set<PlannedEnrolment>();
+  for (let i = 0; i < completing.length; i += COMPLETION_CHUNK) {
+    const chunk = completing.slice(i, i + COMPLETION_CHUNK);
+    const unsent = await runIsolated(
+      "send-certificates",
+      chunk,
+      (subset) => sink.send(subset.flatMap((p) => p.plan.completionEvents)),
+      isolate,
+    );
+    const sent = survivors(run, chunk, unsent, "send-certificates");
+    const unwritten = await runIsolated(
+      "write-completions",
+      sent,
+      (subset) => progress.writeEnrolments(subset.map((p) => p.plan.enrolment!)),
+      isolate,
+    );
+    survivors(run, sent, unwritten, "write-completions").forEach((p) => done.add(p));
+  }
+  run.summary.completions = done.size;
+  return done;
+}
+
+/**
+ * Step 8: counters and aggregates, in-progress enrolment rows and content
+ * AUDIT events, side by side. Resolves to the enrolments fully applied.
+ */
+async function applyEffects(
+  run: Run,
+  planned: PlannedEnrolment[],
+  completed: Set<PlannedEnrolment>,
+): Promise<PlannedEnrolment[]> {
+  const { progress, sink, metrics, isolate } = run.deps;
+  // An enrolment whose completion failed is already on the failed topic.
+  const live = planned.filter((p) => !p.plan.completed || completed.has(p));
+  const inProgress = live.filter((p) => p.plan.enrolment !== null && !p.plan.completed);
+  const withEvents = live.filter((p) => p.plan.contentEvents.length > 0);
+  const failures = await Promise.all([
+    runIsolated("write-progress", live, async (subset) => {
+      const counters = subset.flatMap((p) => p.plan.counters);
+      const aggregates = subset.flatMap((p) => p.plan.aggregates);
+      await progress.writeProgress(counters, aggregates);
+      metrics.inc("dbWrites", counters.length + aggregates.length);
+    }, isolate),
+    runIsolated("write-enrolments", inProgress, async (subset) => {
+      await progress.writeEnrolments(subset.map((p) => p.plan.enrolment!));
+      metrics.inc("dbWrites", subset.length);
+    }, isolate),
+    runIsolated(
+      "send-events",
+      withEvents,
+      (subset) => sink.send(subset.flatMap((p) => p.plan.contentEvents)),
+      isolate,
+    ),
+  ]);
+  const stageNames = ["write-progress", "write-enrolments", "send-events"];
+  const applied: PlannedEnrolment[] = [];
+  for (const p of live) {
+    const at = failures.findIndex((f) => f.has(p));
+    if (at === -1) applied.push(p);
+    else failEnrolment(run, p, stageNames[at], failures[at].get(p));
+  }
+  run.summary.processed = applied.length;
+  return applied;
+}
+
+/**
+ * Step 9: the failed topic. A failed event Kafka still refuses alone (it
+ * cannot be, short of a broker limit below 64 KiB) is logged and dropped
+ * rather than stalling every partition.
+ */
+async function sendFailures(run: Run): Promise<void> {
+  const refused = await runIsolated(
+    "send-failed",
+    run.failedEvents,
+    (subset) => run.deps.sink.send(subset),
+    run.deps.isolate,
+  );
+  for (const [event, error] of refused) {
+    log.error("failed event refused by Kafka, dropped: {error}", {
+      error: String(error),
+      failure: (event.value as { failure?: unknown }).failure,
+    });
+  }
+}
+
+/** Step 10: checksums of every enrolment whose effects are durable (SPEC §4). */
+async function storeChecksums(run: Run, done: Enrolment[]): Promise<void> {
+  const { settings, dedup, isolate } = run.deps;
+  const withUnits = done.filter((e) => e.units.length > 0);
+  if (!settings.dedupEnabled || withUnits.length === 0) return;
+  const failed = await runIsolated(
+    "store-checksums",
+    withUnits,
+    (subset) => dedup.store([...new Set(subset.flatMap((e) => e.units.map(unitChecksum)))]),
+    isolate,
+  );
+  // Effects are durable: a checksum not stored only lets a replay count again.
+  for (const [e, error] of failed) {
+    log.warn("checksums not stored for {enrolment}: {error}", {
+      enrolment: e.group.key,
+      error: String(error),
+    });
+  }
+}
+
+/** Reads the sets each item needs, isolating items whose read fails. */
+async function readSets<T>(
+  run: Run,
+  stage: string,
+  items: T[],
+  keysOf: (item: T) => string[],
+): Promise<{ sets: StructureSets; failed: Map<T, unknown> }> {
+  const { relations, metrics, isolate } = run.deps;
+  const sets: StructureSets = new Map();
+  const failed = await runIsolated(stage, items, async (subset) => {
+    const keys = [...new Set(subset.flatMap(keysOf))].filter((k) => !sets.has(k));
+    if (keys.length === 0) return;
+    const found = await relations.members(keys);
+    found.forEach((v, k) => sets.set(k, v));
+    metrics.inc("cacheReads", keys.length);
+    metrics.inc(
+      "cacheMisses",
+      keys.filter((k) => !structureKey.isOptionalNodes(k) && (found.get(k) ?? []).length === 0)
+        .length,
+    );
+  }, isolate);
+  return { sets, failed };
+}
+
+/** The items that did not fail; the failed ones become failed enrolments. */
+function survivors<T extends Enrolment>(
+  run: Run,
+  items: T[],
+  failed: Map<T, unknown>,
+  stage: string,
+): T[] {
+  for (const [item, error] of failed) failEnrolment(run, item, stage, error);
+  return items.filter((item) => !failed.has(item));
+}
+
+/** Sends `e` to the failed topic as replayable requests: no checksum, counted once. */
+function failEnrolment(run: Run, e: Enrolment, stage: string, error: unknown): void {
+  const { settings } = run.deps;
+  const reason = typeof error === "string" ? error : describe(error);
+  const failure: Failure = { reason, stage, source: e.group.source };
+  for (
+    const value of failedEnrolment(
+      e.group.key,
+      e.units,
+      failure,
+      run.stamp,
+      settings.failedEventMaxBytes,
+    )
+  ) {
+    run.failedEvents.push({ topic: settings.topics.failed, key: e.group.key.userId, value });
+  }
+  run.summary.failedEnrolments++;
+  run.deps.observe?.({
+    key: e.group.key,
+    before: (e as Partial<ReadEnrolment>).enrolment ?? null,
+    after: null,
+    certificate: false,
+    result: "failed",
+    reason,
+  });
+}
+
+function observe(run: Run, e: ReadEnrolment | PlannedEnrolment, result: "processed" | "retired") {
+  if (!run.deps.observe) return;
+  const plan = (e as Partial<PlannedEnrolment>).plan;
+  const write = plan?.enrolment ?? null;
+  run.deps.observe({
+    key: e.group.key,
+    before: e.enrolment,
+    after: write === null ? null : {
+      progress: write.progress,
+      status: write.statusChange?.status ?? e.enrolment?.status ?? null,
+    },
+    certificate: plan?.completed ?? false,
+    result,
+  });
+}
+
+/** An error's message, short enough for a failed event. */
+function describe(error: unknown): string {
+  const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return text.length > 1000 ? `${text.slice(0, 1000)}…` : text;
+}
+
+/** A failed message keeps its key, unless the key alone is too large to be a key. */
+function failedEventKey(key: string | null): string {
+  return key !== null && key.length <= 512 ? key : "";
 }
 
 /** SPEC §7: null when the collection is retired, else why the enrolment fails. */
-async function missingStructure(courseId: string, deps: PipelineDeps): Promise<string | null> {
+async function missingStructure(
+  courseId: string,
+  collections: CollectionStatusLookup,
+): Promise<string | null> {
   let status: string | null;
   try {
-    status = await deps.collections.status(courseId);
+    status = await collections.status(courseId);
   } catch (error) {
     return `course structure of ${courseId} is missing and its status lookup failed: ${
-      (error as Error).message
+      describe(error)
     }`;
   }
   if (status === "Retired") return null;
@@ -301,6 +572,7 @@ export function emptySummary(window: Window): WindowSummary {
     units: window.units.length,
     duplicates: 0,
     enrolments: 0,
+    syncRequests: 0,
     processed: 0,
     filtered: 0,
     retired: 0,
@@ -314,7 +586,11 @@ export function emptySummary(window: Window): WindowSummary {
 function countSummary(metrics: JobMetrics, s: WindowSummary): void {
   metrics.inc("totalEvents", s.messages);
   metrics.inc("skippedEvents", s.skippedMessages);
-  metrics.inc("batchEnrolmentUpdateEvents", s.messages - s.skippedMessages - s.failedMessages);
+  metrics.inc(
+    "batchEnrolmentUpdateEvents",
+    s.messages - s.skippedMessages - s.failedMessages - s.syncRequests,
+  );
+  metrics.inc("syncRequests", s.syncRequests);
   metrics.inc("duplicateUnits", s.duplicates);
   metrics.inc("processedEnrolments", s.processed);
   metrics.inc("filteredEnrolments", s.filtered);

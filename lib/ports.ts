@@ -19,6 +19,7 @@ export interface ConsumptionRow {
 /** The `user_enrolments` fields the job reads. */
 export interface EnrolmentRow {
   status: number | null;
+  progress: number | null;
 }
 
 /** Absolute view and completion counters for one content (SPEC §6 step 4). */
@@ -126,13 +127,16 @@ export interface CommitOffset {
   offset: string;
 }
 
-/** The input topic: messages in partition order, and offset commits. */
+/** The input topics: messages in partition order, and offset commits. */
 export interface InputSource {
   /**
-   * Starts consuming and calls `handle` for each message, in partition order,
-   * awaiting it before the next: a slow `handle` holds back consumption.
+   * Starts consuming and calls `handle` with each batch of one partition's
+   * messages, in partition order. `handle` resolves once the batch is settled
+   * (committed, or abandoned uncommitted on a stop); until then the source
+   * gives up none of its partitions, so a rebalance never hands a message in
+   * flight to another member (SPEC §5).
    */
-  start(handle: (message: InputMessage) => Promise<void>): Promise<void>;
+  start(handle: (messages: InputMessage[]) => Promise<void>): Promise<void>;
   /** Stops fetching new messages; commits still work. */
   pause(): void;
   /** Commits positions; a later commit of the same partition supersedes an earlier one. */
@@ -145,6 +149,15 @@ export interface InputSource {
  */
 export class PermanentError extends Error {
   override name = "PermanentError";
+}
+
+/**
+ * A service refused this input (a key too long, an event too large, a value
+ * that cannot be serialised): retrying it cannot succeed, but other input
+ * can. The pipeline fails the enrolment or message it belongs to and goes on.
+ */
+export class InputRejectedError extends Error {
+  override name = "InputRejectedError";
 }
 
 /** The system clock and timers. */

@@ -17,6 +17,7 @@ import type { Config, RedisTarget } from "./config.ts";
 import {
   type Clock,
   type DedupStore,
+  InputRejectedError,
   PermanentError,
   type RelationCache,
   systemClock,
@@ -87,20 +88,29 @@ export async function closeRedis(client: Redis): Promise<void> {
   }
 }
 
-/**
- * Server replies that retrying cannot cure: missing or wrong credentials, a
- * missing ACL permission, a key of the wrong type (a set the job expects
- * holds something else). Connection errors and timeouts are not among them.
- */
-const PERMANENT_REPLY = /^(NOAUTH|WRONGPASS|NOPERM|WRONGTYPE)\b/;
+/** Server replies no input can cure: missing or wrong credentials, a missing ACL permission. */
+const PERMANENT_REPLY = /^(NOAUTH|WRONGPASS|NOPERM)\b/;
 
 /**
- * Wraps errors that retrying cannot cure in {@linkcode PermanentError} (the
- * original as its `cause`); returns every other error unchanged.
+ * A key of the wrong type: the structure of one course is not a set, which
+ * fails the enrolments of that course alone.
+ */
+const INPUT_REPLY = /^WRONGTYPE\b/;
+
+/**
+ * Sorts a Redis error by who can cure it (SPEC §3): the credentials
+ * ({@linkcode PermanentError}), this request's keys
+ * ({@linkcode InputRejectedError}), or time (returned unchanged: connection
+ * errors, timeouts). The original is kept as `cause`.
  */
 export function classifyRedisError(error: unknown): unknown {
-  if (error instanceof ReplyError && PERMANENT_REPLY.test((error as Error).message)) {
-    return new PermanentError(`redis: ${(error as Error).message}`, { cause: error });
+  if (!(error instanceof ReplyError)) return error;
+  const message = `redis: ${(error as Error).message}`;
+  if (PERMANENT_REPLY.test((error as Error).message)) {
+    return new PermanentError(message, { cause: error });
+  }
+  if (INPUT_REPLY.test((error as Error).message)) {
+    return new InputRejectedError(message, { cause: error });
   }
   return error;
 }

@@ -1,18 +1,24 @@
 /**
  * The consumer loop: messages go into the open window; a window closes on
- * size or age; closed windows are processed one at a time, in order, and
- * their offsets committed only once their effects are durable (SPEC §5).
+ * size or age, or at once when no other window is being processed; closed
+ * windows are processed one at a time, in order, and their offsets committed
+ * only once their effects are durable (SPEC §5).
  *
  * One window is processed while the next one fills; when a second closed
  * window is waiting, consumption waits too, so memory stays bounded by about
  * three windows. Processing windows strictly in order means a user's events
  * are applied in input order and offsets only ever move forward.
  *
+ * A batch of consumed messages is settled once the window holding its last
+ * message is committed (or abandoned before its effects, on a stop): the
+ * Kafka input gives up no partition before that, so two members of a group
+ * never apply the same message.
+ *
  * @module
  */
 
 import { logger } from "./log.ts";
-import { parseMessage } from "./event.ts";
+import type { ParsedMessage } from "./event.ts";
 import type { JobMetrics } from "./metrics.ts";
 import type { WindowSummary } from "./pipeline.ts";
 import type { Clock, InputMessage, InputSource } from "./ports.ts";
@@ -23,6 +29,8 @@ const log = logger("runner");
 /** What the runner drives. */
 export interface RunnerDeps {
   source: InputSource;
+  /** What a consumed message amounts to (SPEC §3, §13). */
+  parse: (message: InputMessage) => ParsedMessage;
   /** Processes a window until its effects are durable; rejects when the window is abandoned. */
   process: (window: Window, signal: AbortSignal) => Promise<WindowSummary>;
   clock: Clock;
@@ -34,13 +42,19 @@ export interface RunnerDeps {
 export class Runner {
   readonly #deps: RunnerDeps;
   readonly #builder: WindowBuilder;
-  readonly #waiting: Window[] = [];
+  /** Closed windows, the first in flight, each with the sequence number of its last message. */
+  readonly #waiting: { window: Window; lastSeq: number }[] = [];
   readonly #abort = new AbortController();
   readonly #done = Promise.withResolvers<void>();
   #draining: Promise<void> | null = null;
   #cancelTimer: (() => void) | null = null;
   #progress = Promise.withResolvers<void>();
   #stopping = false;
+  /** Sequence numbers: of the next message, the open window's last, the last settled. */
+  #nextSeq = 0;
+  #openLastSeq = -1;
+  #settledSeq = -1;
+  #settlers: { seq: number; resolve: () => void }[] = [];
 
   constructor(deps: RunnerDeps) {
     this.#deps = deps;
@@ -49,13 +63,8 @@ export class Runner {
 
   /** Starts consuming; resolves after a graceful stop, rejects on a permanent failure. */
   async run(): Promise<void> {
-    await this.#deps.source.start((message) => this.handle(message));
+    await this.#deps.source.start((messages) => this.handleBatch(messages));
     return this.#done.promise;
-  }
-
-  /** Whether the runner is stopping or stopped. */
-  get stopping(): boolean {
-    return this.#stopping;
   }
 
   /** Units in the open window and when it opened, for metrics and health. */
@@ -63,21 +72,39 @@ export class Runner {
     return { units: this.#builder.unitCount, openedAt: this.#builder.openedAt };
   }
 
-  /** Takes one consumed message; resolves when the loop may take the next. */
-  async handle(message: InputMessage): Promise<void> {
+  /**
+   * Takes consumed messages of one partition, in order; resolves once the
+   * window holding the last of them is committed, or abandoned uncommitted.
+   */
+  async handleBatch(messages: InputMessage[]): Promise<void> {
+    let last = -1;
+    for (const message of messages) last = Math.max(last, await this.handle(message));
+    if (last >= 0) await this.#settled(last);
+  }
+
+  /**
+   * Takes one consumed message; resolves when the loop may take the next,
+   * with the message's sequence number, or -1 when it was left out.
+   */
+  async handle(message: InputMessage): Promise<number> {
     // After a stop, a message is left uncommitted: the next run reads it again.
-    if (this.#stopping) return;
-    const entry = { message, parsed: parseMessage(message.value) };
+    if (this.#stopping) return -1;
+    const seq = this.#nextSeq++;
+    const entry = { message, parsed: this.#deps.parse(message) };
     if (this.#builder.wouldOverflow(entry)) this.#closeWindow();
     this.#builder.add(entry, this.#deps.clock.now());
+    this.#openLastSeq = seq;
     if (this.#builder.messageCount === 1) {
       this.#cancelTimer = this.#deps.clock.setTimer(
         () => this.#closeWindow(),
         this.#deps.limits.maxWaitMs,
       );
     }
-    if (this.#builder.isFull()) this.#closeWindow();
+    // Full, or nothing in flight: at low load a message waits for one round
+    // of processing rather than for the interval (SPEC §5).
+    if (this.#builder.isFull() || this.#draining === null) this.#closeWindow();
     while (this.#waiting.length > 1 && !this.#stopping) await this.#progress.promise;
+    return seq;
   }
 
   /**
@@ -92,15 +119,16 @@ export class Runner {
       this.#closeWindow();
       this.#notify();
     }
-    const timer = setTimeout(
+    const cancel = this.#deps.clock.setTimer(
       () => this.#abort.abort(new Error(`shutdown timeout of ${timeoutMs} ms reached`)),
       timeoutMs,
     );
     try {
-      await this.#draining;
+      await this.idle();
     } finally {
-      clearTimeout(timer);
+      cancel();
     }
+    this.#settleAll();
     this.#done.resolve();
   }
 
@@ -123,7 +151,7 @@ export class Runner {
     this.#cancelTimer = null;
     const window = this.#builder.take();
     if (window === null) return;
-    this.#waiting.push(window);
+    this.#waiting.push({ window, lastSeq: this.#openLastSeq });
     this.#drain();
   }
 
@@ -132,9 +160,13 @@ export class Runner {
     this.#draining = (async () => {
       try {
         while (this.#waiting.length > 0) {
-          await this.#finish(this.#waiting[0]);
+          const { window, lastSeq } = this.#waiting[0];
+          await this.#finish(window);
           this.#waiting.shift();
+          this.#settle(lastSeq);
           this.#notify();
+          // Nothing else in flight: the open window need not wait for its timer.
+          if (this.#waiting.length === 0) this.#closeWindow();
         }
       } catch (error) {
         this.#waiting.length = 0;
@@ -166,6 +198,7 @@ export class Runner {
   }
 
   #fail(error: unknown, opts: { force?: boolean } = {}): void {
+    this.#settleAll();
     if (this.#abort.signal.aborted && !opts.force) {
       log.warn("window abandoned uncommitted: {reason}", { reason: String(error) });
       return;
@@ -174,6 +207,28 @@ export class Runner {
     this.#deps.source.pause();
     this.#notify();
     this.#done.reject(error);
+  }
+
+  /** Resolves once the message of sequence number `seq` is settled. */
+  #settled(seq: number): Promise<void> {
+    if (seq <= this.#settledSeq) return Promise.resolve();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#settlers.push({ seq, resolve });
+    return promise;
+  }
+
+  #settle(seq: number): void {
+    this.#settledSeq = Math.max(this.#settledSeq, seq);
+    this.#settlers = this.#settlers.filter((s) => {
+      if (s.seq > this.#settledSeq) return true;
+      s.resolve();
+      return false;
+    });
+  }
+
+  /** Releases every waiting batch: what was not committed is read again after a restart. */
+  #settleAll(): void {
+    this.#settle(Number.MAX_SAFE_INTEGER);
   }
 
   #notify(): void {

@@ -7,6 +7,7 @@
  */
 
 import { enrolmentId, type EnrolmentKey, type ParsedMessage, type Unit } from "./event.ts";
+import type { MessageSource } from "./output.ts";
 import type { CommitOffset, InputMessage } from "./ports.ts";
 
 /** A consumed message with what it amounts to. */
@@ -22,8 +23,6 @@ export interface Window {
   units: Unit[];
   /** Per partition, the offset after the window's last message. */
   commits: CommitOffset[];
-  /** Earliest message timestamp, for end-to-end latency. */
-  oldestTimestamp: number;
 }
 
 /** Limits of one window. */
@@ -35,14 +34,14 @@ export interface WindowLimits {
 /** Collects messages into the open window and says when it must close. */
 export class WindowBuilder {
   #messages: WindowMessage[] = [];
-  #unitCount = 0;
+  #weight = 0;
   #openedAt: number | null = null;
 
   constructor(readonly limits: WindowLimits) {}
 
-  /** Units in the open window. */
+  /** Units in the open window, each message without units counted as one. */
   get unitCount(): number {
-    return this.#unitCount;
+    return this.#weight;
   }
 
   /** Messages in the open window. */
@@ -57,25 +56,19 @@ export class WindowBuilder {
 
   /** Whether adding `entry` would push a non-empty window past `maxUnits`. */
   wouldOverflow(entry: WindowMessage): boolean {
-    return this.#messages.length > 0 &&
-      this.#unitCount + unitsIn(entry).length > this.limits.maxUnits;
+    return this.#messages.length > 0 && this.#weight + weightOf(entry) > this.limits.maxUnits;
   }
 
   /** Adds a message received at `now`. */
   add(entry: WindowMessage, now: number): void {
     if (this.#openedAt === null) this.#openedAt = now;
     this.#messages.push(entry);
-    this.#unitCount += unitsIn(entry).length;
+    this.#weight += weightOf(entry);
   }
 
   /** Whether the window holds as many units as it may. */
   isFull(): boolean {
-    return this.#unitCount >= this.limits.maxUnits;
-  }
-
-  /** When the open window must close by age, or null when it is empty. */
-  deadline(): number | null {
-    return this.#openedAt === null ? null : this.#openedAt + this.limits.maxWaitMs;
+    return this.#weight >= this.limits.maxUnits;
   }
 
   /** Closes the open window and returns it (null when empty). */
@@ -83,7 +76,7 @@ export class WindowBuilder {
     if (this.#messages.length === 0) return null;
     const messages = this.#messages;
     this.#messages = [];
-    this.#unitCount = 0;
+    this.#weight = 0;
     this.#openedAt = null;
     return closeWindow(messages);
   }
@@ -99,38 +92,55 @@ function closeWindow(messages: WindowMessage[]): Window {
       next.set(id, { topic: message.topic, partition: message.partition, offset });
     }
   }
-  return {
-    messages,
-    units: messages.flatMap(unitsIn),
-    commits: [...next.values()],
-    oldestTimestamp: Math.min(...messages.map((m) => m.message.timestamp)),
-  };
+  return { messages, units: messages.flatMap(unitsIn), commits: [...next.values()] };
 }
 
 function unitsIn(entry: WindowMessage): Unit[] {
   return entry.parsed.kind === "units" ? entry.parsed.units : [];
 }
 
-/** Units of one enrolment within a window. */
-export interface EnrolmentGroup {
-  key: EnrolmentKey;
-  units: Unit[];
+/**
+ * A message's share of the window: its units, or one for a message without
+ * any (a sync request, a skipped or failed message), so that no flood of them
+ * grows a window without bound.
+ */
+function weightOf(entry: WindowMessage): number {
+  return Math.max(1, unitsIn(entry).length);
 }
 
-/** Groups units by enrolment, keeping first-appearance order of enrolments and input order within. */
-export function groupByEnrolment(units: Unit[]): EnrolmentGroup[] {
+/** What a window holds for one enrolment. */
+export interface EnrolmentGroup {
+  key: EnrolmentKey;
+  /** Its units in input order, repeats included. */
+  units: Unit[];
+  /** Whether a sync request (SPEC §13) asked for it. */
+  sync: boolean;
+  /** The last message it was built from, named by a failed enrolment. */
+  source: MessageSource;
+}
+
+/**
+ * Groups the window's units and sync requests by enrolment, keeping
+ * first-appearance order of enrolments and input order within.
+ */
+export function groupByEnrolment(messages: WindowMessage[]): EnrolmentGroup[] {
   const groups = new Map<string, EnrolmentGroup>();
-  for (const unit of units) {
-    const id = enrolmentId(unit);
+  for (const { message, parsed } of messages) {
+    if (parsed.kind !== "units" && parsed.kind !== "sync") continue;
+    const id = enrolmentId(parsed.key);
     let group = groups.get(id);
     if (!group) {
-      group = {
-        key: { userId: unit.userId, courseId: unit.courseId, batchId: unit.batchId },
-        units: [],
-      };
+      group = { key: parsed.key, units: [], sync: false, source: sourceOf(message) };
       groups.set(id, group);
     }
-    group.units.push(unit);
+    if (parsed.kind === "units") group.units.push(...parsed.units);
+    else group.sync = true;
+    group.source = sourceOf(message);
   }
   return [...groups.values()];
+}
+
+/** Where `message` came from. */
+export function sourceOf(message: InputMessage): MessageSource {
+  return { topic: message.topic, partition: message.partition, offset: message.offset };
 }

@@ -6,7 +6,14 @@
  */
 
 import type { Retry } from "../lib/async.ts";
-import { enrolmentId, type EnrolmentKey, parseMessage } from "../lib/event.ts";
+import {
+  enrolmentId,
+  type EnrolmentKey,
+  type ParsedMessage,
+  parseMessage,
+  parseSyncRequest,
+} from "../lib/event.ts";
+import type { IsolateOptions } from "../lib/isolate.ts";
 import { JobMetrics } from "../lib/metrics.ts";
 import type { PipelineDeps, PipelineSettings } from "../lib/pipeline.ts";
 import { type Window, WindowBuilder } from "../lib/window.ts";
@@ -93,7 +100,7 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
   readEnrolment(key: EnrolmentKey): Promise<EnrolmentRow | null> {
     this.check("readEnrolment");
     const row = this.enrolments.get(enrolmentId(key));
-    return Promise.resolve(row ? { status: row.status } : null);
+    return Promise.resolve(row ? { status: row.status, progress: row.progress ?? null } : null);
   }
 
   writeProgress(counters: CounterWrite[], aggregates: AggregateWrite[]): Promise<void> {
@@ -252,10 +259,10 @@ export function sequentialIds(): () => string {
 export class MemorySource implements InputSource {
   readonly commits: CommitOffset[][] = [];
   paused = false;
-  #handle: ((m: InputMessage) => Promise<void>) | null = null;
+  #handle: ((messages: InputMessage[]) => Promise<void>) | null = null;
   #offsets = new Map<number, number>();
 
-  start(handle: (m: InputMessage) => Promise<void>): Promise<void> {
+  start(handle: (messages: InputMessage[]) => Promise<void>): Promise<void> {
     this.#handle = handle;
     return Promise.resolve();
   }
@@ -269,20 +276,21 @@ export class MemorySource implements InputSource {
     return Promise.resolve();
   }
 
-  /** Delivers a JSON (or raw string) value on `partition`; resolves when the runner takes the next. */
-  deliver(value: unknown, opts: { partition?: number; timestamp?: number } = {}): Promise<void> {
+  /**
+   * Delivers JSON (or raw string) values as one batch of `partition`;
+   * resolves when the runner has settled it (committed or abandoned).
+   */
+  deliver(
+    values: unknown | unknown[],
+    opts: { partition?: number; timestamp?: number; topic?: string } = {},
+  ): Promise<void> {
     const partition = opts.partition ?? 0;
-    const offset = this.#offsets.get(partition) ?? 0;
-    this.#offsets.set(partition, offset + 1);
-    const text = typeof value === "string" ? value : JSON.stringify(value);
-    return this.#handle!({
-      topic: "input",
-      partition,
-      offset: String(offset),
-      key: null,
-      value: new TextEncoder().encode(text),
-      timestamp: opts.timestamp ?? 0,
+    const batch = (Array.isArray(values) ? values : [values]).map((value) => {
+      const offset = this.#offsets.get(partition) ?? 0;
+      this.#offsets.set(partition, offset + 1);
+      return inputMessage(value, { ...opts, partition, offset });
     });
+    return this.#handle!(batch);
   }
 
   /** The last committed offset of each partition. */
@@ -291,6 +299,29 @@ export class MemorySource implements InputSource {
     for (const batch of this.commits) for (const c of batch) result.set(c.partition, c.offset);
     return result;
   }
+}
+
+/** A consumed message holding `value`: JSON, or a raw string or bytes as they are. */
+export function inputMessage(
+  value: unknown,
+  opts: { partition?: number; offset?: number; timestamp?: number; topic?: string } = {},
+): InputMessage {
+  const bytes = value instanceof Uint8Array
+    ? value
+    : new TextEncoder().encode(typeof value === "string" ? value : JSON.stringify(value));
+  return {
+    topic: opts.topic ?? "input",
+    partition: opts.partition ?? 0,
+    offset: String(opts.offset ?? 0),
+    key: null,
+    value: bytes,
+    timestamp: opts.timestamp ?? 0,
+  };
+}
+
+/** Parses as the job does, with `sync` as the sync topic. */
+export function parseInput(message: InputMessage): ParsedMessage {
+  return message.topic === "sync" ? parseSyncRequest(message.value) : parseMessage(message.value);
 }
 
 /** Every stub a pipeline needs, with the settings of SPEC §2's defaults. */
@@ -311,6 +342,7 @@ export function stubWorld(opts: {
     moduleAggsEnabled: true,
     filterProcessedEnrolments: true,
     readConcurrency: 4,
+    failedEventMaxBytes: 921_600,
     topics: { audit: "audit", certIssue: "cert", failed: "failed" },
     ...opts.settings,
   };
@@ -323,23 +355,28 @@ export function stubWorld(opts: {
     clock,
     newId: sequentialIds(),
     metrics,
-    retry: noRetry,
+    isolate: isolateWith(noRetry),
     settings,
   };
   return { progress, relations, dedup, collections, sink, clock, metrics, settings, deps };
 }
 
-/** A {@linkcode Retry} that tries once: a failure abandons the window. */
+/** A {@linkcode Retry} that tries once. */
 export const noRetry: Retry = (_stage, fn) => fn();
+
+/** Isolation with `retry`, no waiting between probes, and the default backoff. */
+export function isolateWith(retry: Retry): IsolateOptions {
+  return { retry, wait: () => Promise.resolve(), backoff: { initialMs: 200, maxMs: 30_000 } };
+}
 
 /** A {@linkcode Retry} that retries at once, recording each failed stage. */
 export function immediateRetry(failedStages: string[]): Retry {
-  return async <T>(stage: string, fn: () => Promise<T>): Promise<T> => {
-    for (;;) {
+  return async <T>(stage: string, fn: () => Promise<T>, maxAttempts = Infinity): Promise<T> => {
+    for (let attempt = 1;; attempt++) {
       try {
         return await fn();
       } catch (error) {
-        if (!(error instanceof Outage)) throw error;
+        if (!(error instanceof Outage) || attempt >= maxAttempts) throw error;
         failedStages.push(stage);
       }
     }
@@ -347,22 +384,11 @@ export function immediateRetry(failedStages: string[]): Retry {
 }
 
 /** A window of the given message values on partition 0, as the runner would close it. */
-export function windowOf(values: unknown[]): Window {
+export function windowOf(values: unknown[], opts: { topic?: string } = {}): Window {
   const builder = new WindowBuilder({ maxUnits: 1_000_000, maxWaitMs: 1000 });
   values.forEach((value, i) => {
-    const text = typeof value === "string" ? value : JSON.stringify(value);
-    const bytes = new TextEncoder().encode(text);
-    builder.add({
-      message: {
-        topic: "input",
-        partition: 0,
-        offset: String(i),
-        key: null,
-        value: bytes,
-        timestamp: 0,
-      },
-      parsed: parseMessage(bytes),
-    }, 0);
+    const message = inputMessage(value, { offset: i, topic: opts.topic });
+    builder.add({ message, parsed: parseInput(message) }, 0);
   });
   return builder.take()!;
 }

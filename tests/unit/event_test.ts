@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseMessage } from "../../lib/event.ts";
+import { parseMessage, parseSyncRequest } from "../../lib/event.ts";
 
 const bytes = (text: string) => new TextEncoder().encode(text);
 const parse = (value: unknown) => parseMessage(bytes(JSON.stringify(value)));
@@ -94,6 +94,7 @@ Deno.test("each completed entry becomes a unit; others are ignored", () => {
   }));
   assert.deepEqual(result, {
     kind: "units",
+    key: { userId: "U-1", courseId: "C1", batchId: "B1" },
     units: ["R2", "R3", "R2"].map((contentId) => ({
       userId: "U-1",
       courseId: "C1",
@@ -101,4 +102,32 @@ Deno.test("each completed entry becomes a unit; others are ignored", () => {
       contentId,
     })),
   });
+});
+
+Deno.test("an identifier in use longer than 512 UTF-8 bytes fails the message, naming the field", () => {
+  const long = "é".repeat(257); // 514 bytes in 257 characters
+  for (const field of ["userId", "courseId", "batchId"]) {
+    const result = parse(edata({ [field]: long, contents: [{ contentId: "R1", status: 2 }] }));
+    assert.equal(result.kind, "failed");
+    assert.equal((result as { reason: string }).reason, `identifier too long: ${field}`);
+  }
+  const unitId = parse(edata({ contents: [{ contentId: "x".repeat(513), status: 2 }] }));
+  assert.equal((unitId as { reason: string }).reason, "identifier too long: contentId");
+  // Exactly 512 bytes is allowed, and entries that do not become units are not checked.
+  const atLimit = parse(edata({
+    userId: "€".repeat(170) + "xx", // 3 * 170 + 2 = 512 bytes
+    contents: [{ contentId: "R1", status: 2 }, { contentId: "y".repeat(100_000), status: 1 }],
+  }));
+  assert.equal(atLimit.kind, "units");
+});
+
+Deno.test("a sync request names its enrolment; another action is skipped, a bad id fails", () => {
+  const sync = (e: Record<string, unknown>) =>
+    parseSyncRequest(new TextEncoder().encode(JSON.stringify({ eid: "BE_JOB_REQUEST", edata: e })));
+  const ids = { userId: "U-1", courseId: "C1", batchId: "B1" };
+  assert.deepEqual(sync({ action: "user-enrolment-sync", ...ids }), { kind: "sync", key: ids });
+  assert.equal(sync({ action: "batch-enrolment-update", ...ids }).kind, "skipped");
+  const failed = sync({ action: "user-enrolment-sync", ...ids, batchId: 7 });
+  assert.equal(failed.kind, "failed");
+  assert.match((failed as { reason: string }).reason, /edata\.batchId/);
 });

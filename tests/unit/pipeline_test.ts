@@ -3,7 +3,8 @@ import { enrolmentUpdate } from "../../lib/event.ts";
 import { unitChecksum } from "../../lib/checksum.ts";
 import { processWindow } from "../../lib/pipeline.ts";
 import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
-import { immediateRetry, Outage, stubWorld, windowOf } from "../stubs.ts";
+import { AbortedError } from "../../lib/async.ts";
+import { immediateRetry, isolateWith, stubWorld, windowOf } from "../stubs.ts";
 
 function exampleWorld(opts: Parameters<typeof stubWorld>[0] = {}) {
   const world = stubWorld({ sets: exampleSets(), ...opts });
@@ -12,7 +13,9 @@ function exampleWorld(opts: Parameters<typeof stubWorld>[0] = {}) {
   return world;
 }
 const exampleEvent = enrolmentUpdate(EXAMPLE_KEY, EXAMPLE_CONTENTS);
-const edataType = (v: Record<string, unknown>) => (v.edata as { type: string }).type;
+const edataType = (v: Record<string, unknown>) =>
+  (v.edata as { type?: string; action?: string }).type ??
+    (v.edata as { action?: string }).action;
 const objectId = (v: Record<string, unknown>) => (v.object as { id: string }).id;
 
 Deno.test("SPEC §12's worked example, end to end through the pipeline", async () => {
@@ -56,7 +59,7 @@ Deno.test("SPEC §12's worked example, end to end through the pipeline", async (
     courseId: "C1",
   });
   assert.deepEqual(certs[0].object, { id: "B1_C1", type: "CourseCertificateGeneration" });
-  assert.match(certs[0].mid as string, new RegExp(`^LP\\.${clock.now()}\\.id-\\d+$`));
+  assert.equal(certs[0].mid, "LP.CERT.7b8aa077-9a1b-89c8-9667-a8296f5f4761");
   const audits = sink.on("audit");
   assert.deepEqual(
     audits.map((a) => `${objectId(a)}:${edataType(a)}`).sort(),
@@ -70,6 +73,16 @@ Deno.test("SPEC §12's worked example, end to end through the pipeline", async (
     type: "CourseBatch",
     id: "B1",
   }]);
+  // SPEC §8's deterministic mids: MD5 of userId|courseId|batchId|contentId|type.
+  assert.deepEqual(
+    Object.fromEntries(audits.map((a) => [`${objectId(a)}:${edataType(a)}`, a.mid])),
+    {
+      "R2:start": "LP.AUDIT.e1998f2a-168a-0ae4-19aa-6aca0f8ef052",
+      "R2:complete": "LP.AUDIT.6bafae6a-378f-dc03-2cfd-42bcb722753c",
+      "R3:complete": "LP.AUDIT.527d1eec-cb3e-f6fa-c6bb-7bf69df862c4",
+      "U-1:enrol-complete": "LP.AUDIT.11aac00a-54f2-c6b2-fd17-9b1c1e3dfde3",
+    },
+  );
   const enrolComplete = audits.find((a) => edataType(a) === "enrol-complete")!;
   assert.deepEqual((enrolComplete.context as { cdata: unknown }).cdata, [
     { type: "CourseBatch", id: "B1" },
@@ -91,12 +104,12 @@ Deno.test("SPEC §12's worked example, end to end through the pipeline", async (
   assert.equal(summary.completions, 1);
 });
 
-Deno.test("the certificate pair is acknowledged before the status-2 write", async () => {
+Deno.test("the certificate pair goes out alone, and the status-2 write follows at once", async () => {
   const world = exampleWorld();
   const order: string[] = [];
   const send = world.sink.send.bind(world.sink);
   world.sink.send = (events) => {
-    order.push(`send:${events.map((e) => e.topic).join(",")}`);
+    order.push(`send:${events.map((e) => edataType(e.value) ?? e.topic).join(",")}`);
     return send(events);
   };
   const write = world.progress.writeEnrolments.bind(world.progress);
@@ -105,9 +118,8 @@ Deno.test("the certificate pair is acknowledged before the status-2 write", asyn
     return write(writes);
   };
   await processWindow(windowOf([exampleEvent]), world.deps);
-  assert.equal(order.length, 2);
-  assert.match(order[0], /^send:.*cert/);
-  assert.equal(order[1], "enrolment:2");
+  assert.deepEqual(order.slice(0, 2), ["send:issue-certificate,enrol-complete", "enrolment:2"]);
+  assert.deepEqual(order.slice(2), ["send:start,complete,complete"]);
 });
 
 Deno.test("the same event replayed changes nothing", async () => {
@@ -254,17 +266,64 @@ Deno.test("missing structure of a Retired collection is skipped with checksums s
   assert.equal(await world.metrics.value("retiredCollectionEvents"), 1);
 });
 
-Deno.test("the enrolment filter skips missing and completed enrolments, storing checksums", async () => {
+Deno.test("the enrolment filter leaves a missing or completed row alone, and only that", async () => {
   for (const status of [null, 2] as const) {
     const world = exampleWorld();
     if (status === null) world.progress.enrolments.clear();
     else world.progress.seedEnrolment(EXAMPLE_KEY, 2);
     const summary = await processWindow(windowOf([exampleEvent]), world.deps);
     assert.equal(summary.filtered, 1, `status ${status}`);
-    assert.equal(world.progress.writeLog.length, 0);
-    assert.equal(world.sink.events.length, 0);
+    // No enrolment write, no certificate, no enrol-complete event...
+    assert.equal(world.progress.enrolmentWriteLog.length, 0);
+    assert.equal(world.sink.on("cert").length, 0);
+    // ...but counters, aggregates and content AUDIT events, as for any enrolment.
+    const rows = world.progress.consumption.get("U-1|C1|B1")!;
+    assert.equal(rows.get("R3")!.viewCount, 3);
+    assert.equal(world.progress.aggregate("C1", "B1", "U-1"), 3);
+    assert.deepEqual(
+      world.sink.on("audit").map((a) => `${objectId(a)}:${edataType(a)}`).sort(),
+      ["R2:complete", "R2:start", "R3:complete"],
+    );
     assert.equal(world.dedup.keys.size, 2);
+    assert.equal(world.progress.enrolments.get("U-1|C1|B1")?.status ?? null, status);
   }
+});
+
+Deno.test("after a completion, later content events still count but never complete again", async () => {
+  const world = exampleWorld();
+  await processWindow(windowOf([exampleEvent]), world.deps);
+  assert.equal(world.sink.on("cert").length, 1);
+  const writes = world.progress.enrolmentWriteLog.length;
+  const completedOn = world.progress.enrolments.get("U-1|C1|B1")!.completedOn;
+
+  // Upstream writes each content's state row before it publishes the event.
+  for (const contentId of ["R2", "R3"]) {
+    const row = world.progress.consumption.get("U-1|C1|B1")!.get(contentId)!;
+    world.progress.seedConsumption(EXAMPLE_KEY, { ...row, status: 2 });
+  }
+  world.clock.advance(60_000);
+  const revisit = enrolmentUpdate(EXAMPLE_KEY, [{ contentId: "R4", status: 2 }]);
+  await processWindow(windowOf([revisit]), world.deps);
+  world.clock.advance(60_000);
+  await processWindow(
+    windowOf([enrolmentUpdate(EXAMPLE_KEY, [{ contentId: "R9", status: 2 }])]),
+    world.deps,
+  );
+
+  const rows = world.progress.consumption.get("U-1|C1|B1")!;
+  assert.deepEqual([rows.get("R4")!.viewCount, rows.get("R9")!.completedCount], [1, 1]);
+  assert.equal(world.progress.aggregate("U2", "B1", "U-1"), 1, "R4 is optional in U2");
+  assert.deepEqual(
+    world.sink.on("audit").filter((a) => ["R4", "R9"].includes(objectId(a))).map(edataType),
+    ["start", "complete", "start", "complete"],
+  );
+  assert.equal(world.sink.on("cert").length, 1, "no second certificate");
+  assert.equal(
+    world.sink.on("audit").filter((a) => edataType(a) === "enrol-complete").length,
+    1,
+  );
+  assert.equal(world.progress.enrolmentWriteLog.length, writes, "no enrolment write");
+  assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.completedOn, completedOn);
 });
 
 Deno.test("with the filter off, a missing enrolment is written", async () => {
@@ -355,14 +414,19 @@ Deno.test("a failed message goes to the failed topic with its original value", a
   assert.equal(await world.metrics.value("skippedEvents"), 1);
 });
 
-Deno.test("a store failing mid-window: nothing is committed, and the retried window is applied", async () => {
+Deno.test("a window abandoned in an outage stored nothing, and is applied when processed again", async () => {
   const world = exampleWorld();
-  world.sink.failNext();
-  await assert.rejects(processWindow(windowOf([exampleEvent]), world.deps), Outage);
+  world.sink.failNext(1_000);
+  const abandoned = {
+    ...world.deps,
+    isolate: { ...world.deps.isolate, wait: () => Promise.reject(new AbortedError("stop")) },
+  };
+  await assert.rejects(processWindow(windowOf([exampleEvent]), abandoned), AbortedError);
   assert.equal(world.dedup.keys.size, 0);
   assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 1);
   assert.equal(world.sink.events.length, 0);
 
+  world.sink.failNext(0);
   await processWindow(windowOf([exampleEvent]), world.deps);
   assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
   assert.equal(world.sink.on("cert").length, 1);
@@ -372,7 +436,7 @@ Deno.test("a store failing mid-window: nothing is committed, and the retried win
 Deno.test("a stage retried through an outage applies the window exactly once", async () => {
   const world = exampleWorld();
   const failed: string[] = [];
-  world.deps.retry = immediateRetry(failed);
+  world.deps.isolate = isolateWith(immediateRetry(failed));
   world.progress.failNext(2);
   world.progress.failEnrolmentWriteCall = 0;
   world.dedup.failNext();

@@ -3,8 +3,9 @@ import { enrolmentUpdate } from "../../lib/event.ts";
 import { emptySummary, processWindow } from "../../lib/pipeline.ts";
 import { Runner, type RunnerDeps } from "../../lib/runner.ts";
 import type { Window } from "../../lib/window.ts";
+import { AbortedError } from "../../lib/async.ts";
 import { EXAMPLE_KEY, exampleSets } from "../fixtures.ts";
-import { FakeClock, MemorySource, Outage, stubWorld } from "../stubs.ts";
+import { FakeClock, MemorySource, parseInput, stubWorld } from "../stubs.ts";
 
 /** A runner whose windows are recorded, and processed when the test says so. */
 function recordingRunner(limits = { maxUnits: 3, maxWaitMs: 1000 }) {
@@ -15,6 +16,7 @@ function recordingRunner(limits = { maxUnits: 3, maxWaitMs: 1000 }) {
   const { metrics } = stubWorld();
   const runner = new Runner({
     source,
+    parse: parseInput,
     clock,
     limits,
     metrics,
@@ -30,11 +32,12 @@ function recordingRunner(limits = { maxUnits: 3, maxWaitMs: 1000 }) {
 }
 
 /** A runner of one-unit windows that `process` handles. */
-function oneUnitRunner(process: RunnerDeps["process"]) {
+function oneUnitRunner(process: RunnerDeps["process"], clock = new FakeClock()) {
   const source = new MemorySource();
   const runner = new Runner({
     source,
-    clock: new FakeClock(),
+    parse: parseInput,
+    clock,
     limits: { maxUnits: 1, maxWaitMs: 1000 },
     metrics: stubWorld().metrics,
     process,
@@ -48,90 +51,117 @@ const unit = (contentId: string, userId = "U-1") =>
 /** Lets pending promise callbacks run. */
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));
 
-Deno.test("a window closes when it holds THRESHOLD_BATCH_READ_SIZE units", async () => {
+/** Tracks whether a promise has resolved. */
+function track(promise: Promise<unknown>) {
+  const state = { done: false };
+  promise.then(() => state.done = true);
+  return state;
+}
+
+Deno.test("with nothing in flight, a window closes at once instead of waiting", async () => {
   const { source, windows, gates, runner } = recordingRunner();
   runner.run();
-  await source.deliver(unit("R1"));
-  await source.deliver(unit("R2"));
-  assert.equal(windows.length, 0);
-  await source.deliver(unit("R3"));
+  const delivered = track(source.deliver(unit("R1")));
   await settle();
-  assert.equal(windows.length, 1);
-  assert.deepEqual(windows[0].units.map((u) => u.contentId), ["R1", "R2", "R3"]);
-  assert.equal(source.commits.length, 0, "nothing committed before the window is durable");
+  assert.equal(windows.length, 1, "no timer needed");
+  assert.equal(delivered.done, false, "a batch is settled only once committed");
+  assert.equal(source.commits.length, 0);
   gates[0].resolve();
-  await runner.idle();
-  assert.deepEqual(source.committed(), new Map([[0, "3"]]));
+  await settle();
+  assert.equal(delivered.done, true);
+  assert.deepEqual(source.committed(), new Map([[0, "1"]]));
 });
 
-Deno.test("a window closes when its oldest message has waited THRESHOLD_BATCH_READ_INTERVAL", async () => {
+Deno.test("while a window is in flight, the next closes when it holds THRESHOLD_BATCH_READ_SIZE units", async () => {
+  const { source, windows, gates, runner } = recordingRunner();
+  runner.run();
+  source.deliver(unit("R0"));
+  await settle();
+  source.deliver([unit("R1"), unit("R2")]);
+  await settle();
+  assert.equal(runner.openWindow.units, 2);
+  source.deliver(unit("R3"));
+  await settle();
+  assert.equal(runner.openWindow.units, 0, "closed at 3 units");
+  gates[0].resolve();
+  await settle();
+  assert.deepEqual(windows[1].units.map((u) => u.contentId), ["R1", "R2", "R3"]);
+  gates[1].resolve();
+  await runner.idle();
+  assert.deepEqual(source.committed(), new Map([[0, "4"]]));
+});
+
+Deno.test("while a window is in flight, the next closes when its oldest message has waited THRESHOLD_BATCH_READ_INTERVAL", async () => {
   const { source, clock, windows, gates, runner } = recordingRunner();
   runner.run();
-  await source.deliver(unit("R1"));
+  source.deliver(unit("R0"));
+  await settle();
+  source.deliver(unit("R1"));
   clock.advance(600);
-  await source.deliver(unit("R2"));
+  source.deliver(unit("R2"));
   clock.advance(399);
   await settle();
-  assert.equal(windows.length, 0);
+  assert.equal(runner.openWindow.units, 2);
   clock.advance(1);
-  await settle();
-  assert.equal(windows.length, 1);
-  assert.equal(windows[0].units.length, 2);
+  assert.equal(runner.openWindow.units, 0);
   gates[0].resolve();
+  await settle();
+  assert.equal(windows[1].units.length, 2);
+  gates[1].resolve();
   await runner.idle();
-  assert.deepEqual(source.committed(), new Map([[0, "2"]]));
+  assert.deepEqual(source.committed(), new Map([[0, "3"]]));
   assert.equal(clock.pending, 0);
 });
 
 Deno.test("skipped and failed messages are committed with their window", async () => {
-  const { source, clock, windows, gates, runner } = recordingRunner();
+  const { source, windows, gates, runner } = recordingRunner();
   runner.run();
-  await source.deliver({ edata: { action: "other" } });
-  await source.deliver("garbage");
-  clock.advance(1000);
+  const delivered = source.deliver([{ edata: { action: "other" } }, "garbage"]);
   await settle();
-  assert.equal(windows.length, 1);
-  assert.equal(windows[0].units.length, 0);
+  assert.equal(windows[0].messages.length, 1, "the first closed at once");
   gates[0].resolve();
-  await runner.idle();
+  await settle();
+  assert.equal(windows[1].messages.length, 1);
+  gates[1].resolve();
+  await delivered;
   assert.deepEqual(source.committed(), new Map([[0, "2"]]));
 });
 
 Deno.test("windows are processed one at a time, in order, and commit in order", async () => {
   const { source, windows, gates, runner } = recordingRunner({ maxUnits: 1, maxWaitMs: 1000 });
   runner.run();
-  await source.deliver(unit("R1"), { partition: 0 });
+  const first = source.deliver(unit("R1"), { partition: 0 });
   const second = source.deliver(unit("R2", "U-2"), { partition: 1 });
   await settle();
   assert.equal(windows.length, 1, "the second window waits for the first");
   gates[0].resolve();
-  await settle();
+  await first;
   assert.equal(windows.length, 2);
   assert.deepEqual(source.commits, [[{ topic: "input", partition: 0, offset: "1" }]]);
   gates[1].resolve();
   await second;
-  await runner.idle();
   assert.deepEqual(source.committed(), new Map([[0, "1"], [1, "1"]]));
 });
 
 Deno.test("consumption waits while a closed window queues behind the one in flight", async () => {
-  const { source, gates, runner } = recordingRunner({ maxUnits: 1, maxWaitMs: 1000 });
+  const { source, windows, gates, runner } = recordingRunner({ maxUnits: 1, maxWaitMs: 1000 });
   runner.run();
-  await source.deliver(unit("R1")); // in flight
-  let thirdTaken = false;
-  const second = source.deliver(unit("R2")); // closed, queued
+  source.deliver([unit("R1"), unit("R2"), unit("R3")]);
   await settle();
-  second.then(() => thirdTaken = true);
-  await settle();
-  assert.equal(thirdTaken, false, "the loop is held back");
+  // R1 in flight, R2 closed and queued: R3 is not taken yet.
+  assert.equal(windows.length, 1);
+  assert.equal(runner.openWindow.units, 0);
   gates[0].resolve();
   await settle();
-  assert.equal(thirdTaken, true);
-  gates[1]?.resolve();
+  assert.equal(windows.length, 2);
+  gates[1].resolve();
+  await settle();
+  gates[2].resolve();
   await runner.idle();
+  assert.deepEqual(windows.map((w) => w.units[0].contentId), ["R1", "R2", "R3"]);
 });
 
-Deno.test("a window that fails is not committed and stops the runner", async () => {
+Deno.test("a window that fails is not committed, releases its batch and stops the runner", async () => {
   const { source, runner } = oneUnitRunner(() =>
     Promise.reject(new Error("permanent: no such table"))
   );
@@ -145,17 +175,20 @@ Deno.test("a window that fails is not committed and stops the runner", async () 
 Deno.test("stop processes the open window, commits it, and takes no more messages", async () => {
   const { source, windows, gates, runner } = recordingRunner();
   const running = runner.run();
-  await source.deliver(unit("R1"));
+  source.deliver(unit("R0"));
+  await settle();
+  source.deliver(unit("R1"));
   const stopping = runner.stop(5000);
   await settle();
-  assert.equal(windows.length, 1);
   assert.equal(source.paused, true);
-  await source.deliver(unit("R2"));
+  await source.deliver(unit("R2")); // after the stop: left uncommitted, settled at once
   gates[0].resolve();
+  await settle();
+  gates[1].resolve();
   await stopping;
   await running;
-  assert.deepEqual(source.committed(), new Map([[0, "1"]]));
-  assert.equal(windows.length, 1);
+  assert.deepEqual(source.committed(), new Map([[0, "2"]]));
+  assert.equal(windows.length, 2);
 });
 
 Deno.test("stop abandons a window stuck in an outage after the timeout, uncommitted", async () => {
@@ -165,29 +198,31 @@ Deno.test("stop abandons a window stuck in an outage after the timeout, uncommit
   world.dedup.failNext(1_000_000);
   const runner = new Runner({
     source,
+    parse: parseInput,
     clock: world.clock,
     limits: { maxUnits: 1, maxWaitMs: 1000 },
     metrics: world.metrics,
     process: (window, signal) =>
       processWindow(window, {
         ...world.deps,
-        retry: async (_stage, fn) => {
-          for (;;) {
-            signal.throwIfAborted();
-            try {
-              return await fn();
-            } catch (error) {
-              if (!(error instanceof Outage)) throw error;
-              await new Promise((r) => setTimeout(r, 1));
-            }
-          }
+        isolate: {
+          ...world.deps.isolate,
+          wait: () =>
+            new Promise((resolve, reject) => {
+              if (signal.aborted) reject(new AbortedError("abandoned"));
+              else setTimeout(resolve, 1);
+            }),
         },
       }),
   });
   const running = runner.run();
-  await source.deliver(unit("R1"));
-  await runner.stop(20);
+  const delivered = source.deliver(unit("R1"));
+  const stopped = runner.stop(20);
+  await settle();
+  world.clock.advance(20);
+  await stopped;
   await running;
+  await delivered;
   assert.equal(source.commits.length, 0);
   assert.equal(world.progress.writeLog.length, 0);
 });
@@ -197,9 +232,11 @@ Deno.test("abort ends the loop with the error and commits nothing in flight", as
     new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason)))
   );
   const running = runner.run();
-  await source.deliver(unit("R1"));
+  const delivered = source.deliver(unit("R1"));
+  await settle();
   runner.abort(new Error("the Kafka consumer stopped"));
   await assert.rejects(running, /consumer stopped/);
+  await delivered;
   await runner.idle();
   assert.equal(source.commits.length, 0);
   assert.equal(source.paused, true);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { enrolmentUpdate, parseMessage } from "../../lib/event.ts";
+import { enrolmentUpdate, type ParsedMessage, parseMessage } from "../../lib/event.ts";
 import { groupByEnrolment, WindowBuilder } from "../../lib/window.ts";
 
 const key = { userId: "U-1", courseId: "C1", batchId: "B1" };
@@ -31,7 +31,6 @@ Deno.test("a window commits the offset after its last message of each partition"
     [{ topic: "in", partition: 0, offset: "7" }, { topic: "in", partition: 1, offset: "10" }],
   );
   assert.equal(window.units.length, 3);
-  assert.equal(window.oldestTimestamp, 5);
   assert.equal(builder.take(), null);
 });
 
@@ -53,22 +52,44 @@ Deno.test("one message larger than a window gets a window of its own", () => {
   assert.equal(builder.isFull(), true);
 });
 
-Deno.test("the deadline is the first message's arrival plus maxWait", () => {
-  const builder = new WindowBuilder({ maxUnits: 10, maxWaitMs: 250 });
-  assert.equal(builder.deadline(), null);
-  builder.add(entry(0, 0, ["R1"]), 1000);
-  builder.add(entry(0, 1, ["R2"]), 1100);
-  assert.equal(builder.deadline(), 1250);
+Deno.test("a message without units counts as one, so no flood of them grows a window", () => {
+  const builder = new WindowBuilder({ maxUnits: 3, maxWaitMs: 1000 });
+  const skipped = { ...entry(0, 0, []), parsed: parseMessage(new TextEncoder().encode("{}")) };
+  builder.add(skipped, 0);
+  builder.add(skipped, 0);
+  assert.equal(builder.isFull(), false);
+  builder.add(skipped, 0);
+  assert.equal(builder.isFull(), true);
 });
 
-Deno.test("units group by enrolment in order of first appearance, input order within", () => {
-  const u = (userId: string, contentId: string) => ({
-    userId,
-    courseId: "C1",
-    batchId: "B1",
-    contentId,
+Deno.test("units and sync requests group by enrolment in order of first appearance", () => {
+  const builder = new WindowBuilder({ maxUnits: 100, maxWaitMs: 1000 });
+  const other = { userId: "U-2", courseId: "C1", batchId: "B1" };
+  const message = (offset: number, parsed: ParsedMessage) => ({
+    message: {
+      topic: "in",
+      partition: 0,
+      offset: String(offset),
+      key: null,
+      value: null,
+      timestamp: 0,
+    },
+    parsed,
   });
-  const groups = groupByEnrolment([u("A", "R1"), u("B", "R1"), u("A", "R2"), u("A", "R1")]);
-  assert.deepEqual(groups.map((g) => g.key.userId), ["A", "B"]);
+  const units = (k: typeof key, ids: string[]): ParsedMessage => ({
+    kind: "units",
+    key: k,
+    units: ids.map((contentId) => ({ ...k, contentId })),
+  });
+  builder.add(message(0, units(key, ["R1"])), 0);
+  builder.add(message(1, { kind: "sync", key: other }), 0);
+  builder.add(message(2, units(key, ["R2", "R1"])), 0);
+  builder.add(message(3, { kind: "skipped", reason: "other action" }), 0);
+  const groups = groupByEnrolment(builder.take()!.messages);
+  assert.deepEqual(groups.map((g) => [g.key.userId, g.sync, g.source.offset]), [
+    ["U-1", false, "2"],
+    ["U-2", true, "1"],
+  ]);
   assert.deepEqual(groups[0].units.map((x) => x.contentId), ["R1", "R2", "R1"]);
+  assert.deepEqual(groups[1].units, []);
 });
