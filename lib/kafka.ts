@@ -23,8 +23,9 @@ import {
 
 const log = logger("kafka");
 
-/** KafkaJS errors no input can cure: wrong credentials or missing rights. */
+/** KafkaJS errors no input can cure: a bad topic name, wrong credentials or missing rights. */
 const PERMANENT_KAFKA_ERRORS = new Set([
+  "INVALID_TOPIC_EXCEPTION",
   "SASL_AUTHENTICATION_FAILED",
   "TOPIC_AUTHORIZATION_FAILED",
   "GROUP_AUTHORIZATION_FAILED",

@@ -70,6 +70,9 @@ export async function connectRedis(
   } catch (error) {
     client.disconnect();
     const reason = lastError?.message ?? (error as Error).message;
+    // A refused password comes only through the 'error' event.
+    const classified = classifyRedisError(lastError);
+    if (classified instanceof PermanentError) throw classified;
     throw new Error(
       `redis at ${target.host}:${target.port} (db ${target.db}) is unreachable: ${reason}`,
       { cause: lastError ?? error },

@@ -183,7 +183,7 @@ Deno.test("cassandra: writeEnrolments merges contentstatus and sets progress and
     assert.equal(row.get("progress"), 2);
     assert.deepEqual(row.get("datetime"), new Date(at));
     assert.equal(row.get("status"), 1);
-    assert.deepEqual(await store.readEnrolment(key), { status: 1 });
+    assert.deepEqual(await store.readEnrolment(key), { status: 1, progress: 2 });
   });
 });
 
@@ -290,6 +290,9 @@ Deno.test("cassandra: status changes never move 2 back to 1; null and 0 move to 
     const done = await enrolmentRow(client, completing);
     assert.equal(done.get("status"), 2);
     assert.deepEqual(done.get("completedon"), new Date(at));
+    // The completion writes the enrolment update's columns in the same guarded statement.
+    assert.equal(done.get("progress"), 1);
+    assert.deepEqual(done.get("contentstatus"), { R1: 2 });
 
     // A second completion (a replay) keeps the first completedon.
     await store.writeEnrolments([write(completing, { status: 2, completedOn: at + 60_000 })]);
@@ -300,11 +303,11 @@ Deno.test("cassandra: status changes never move 2 back to 1; null and 0 move to 
     );
     // And a late "first progress" after completion changes nothing.
     await store.writeEnrolments([write(completing, { status: 1 })]);
-    assert.deepEqual(await store.readEnrolment(completing), { status: 2 });
+    assert.deepEqual(await store.readEnrolment(completing), { status: 2, progress: 1 });
     // An enrolment whose status is unset reads as null, not 0 or 1.
     const unset = newKey();
     await store.writeEnrolments([{ key: unset, progress: 0, contentStatus: {}, at }]);
-    assert.deepEqual(await store.readEnrolment(unset), { status: null });
+    assert.deepEqual(await store.readEnrolment(unset), { status: null, progress: 0 });
   });
 });
 

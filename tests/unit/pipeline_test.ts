@@ -4,6 +4,7 @@ import { unitChecksum } from "../../lib/checksum.ts";
 import { processWindow } from "../../lib/pipeline.ts";
 import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
 import { AbortedError } from "../../lib/async.ts";
+import { InputRejectedError } from "../../lib/ports.ts";
 import { immediateRetry, isolateWith, stubWorld, windowOf } from "../stubs.ts";
 
 function exampleWorld(opts: Parameters<typeof stubWorld>[0] = {}) {
@@ -447,4 +448,68 @@ Deno.test("a stage retried through an outage applies the window exactly once", a
   assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
   assert.equal(world.sink.on("cert").length, 1);
   assert.equal(world.dedup.keys.size, 2);
+});
+
+Deno.test("an enrolment a store rejects fails alone, naming its last message; the window goes on", async () => {
+  const world = stubWorld({ sets: exampleSets() });
+  const users = ["U-1", "U-2", "U-3", "U-4"];
+  for (const userId of users) world.progress.seedEnrolment({ ...EXAMPLE_KEY, userId }, 1);
+  const writeProgress = world.progress.writeProgress.bind(world.progress);
+  world.progress.writeProgress = (counters, aggregates) =>
+    counters.some((c) => c.key.userId === "U-3")
+      ? Promise.reject(new InputRejectedError("cassandra: Key length of 70000 is too long"))
+      : writeProgress(counters, aggregates);
+  const events = users.flatMap((userId) => [
+    enrolmentUpdate({ ...EXAMPLE_KEY, userId }, [{ contentId: "R1", status: 2 }]),
+    enrolmentUpdate({ ...EXAMPLE_KEY, userId }, [{ contentId: "R2", status: 2 }]),
+  ]);
+  const summary = await processWindow(windowOf(events), world.deps);
+
+  assert.equal(summary.processed, 3);
+  assert.equal(summary.failedEnrolments, 1);
+  const [failed] = world.sink.on("failed");
+  assert.equal((failed.edata as { userId: string }).userId, "U-3");
+  assert.deepEqual(failed.failure, {
+    reason: "InputRejectedError: cassandra: Key length of 70000 is too long",
+    stage: "write-progress",
+    source: { topic: "input", partition: 0, offset: "5" },
+    at: world.clock.now(),
+    job: "activity-aggregate-updater",
+  });
+  for (const userId of ["U-1", "U-2", "U-4"]) {
+    assert.equal(world.progress.aggregate("C1", "B1", userId), 2, userId);
+  }
+  // Checksums for the three applied enrolments only: U-3 is processed again on replay.
+  assert.equal(world.dedup.keys.size, 6);
+  assert.ok(
+    !world.dedup.keys.has(unitChecksum({ ...EXAMPLE_KEY, userId: "U-3", contentId: "R1" })),
+  );
+});
+
+Deno.test("a sync request recomputes progress from stored rows: no counters, no content events", async () => {
+  const world = exampleWorld();
+  for (const contentId of ["R2", "R3"]) {
+    world.progress.seedConsumption(EXAMPLE_KEY, {
+      contentId,
+      status: 2,
+      viewCount: 1,
+      completedCount: 1,
+    });
+  }
+  const sync = { eid: "BE_JOB_REQUEST", edata: { action: "user-enrolment-sync", ...EXAMPLE_KEY } };
+  const summary = await processWindow(windowOf([sync], { topic: "sync" }), world.deps);
+
+  assert.equal(summary.syncRequests, 1);
+  assert.equal(summary.completions, 1);
+  assert.deepEqual(world.progress.writeLog[0].counters, []);
+  assert.equal(world.progress.aggregate("C1", "B1", "U-1"), 3);
+  const enrolment = world.progress.enrolments.get("U-1|C1|B1")!;
+  assert.deepEqual([enrolment.status, enrolment.progress], [2, 3]);
+  assert.deepEqual(
+    world.sink.on("audit").map(edataType),
+    ["enrol-complete"],
+    "no content AUDIT events",
+  );
+  assert.equal(world.sink.on("cert").length, 1);
+  assert.equal(world.dedup.keys.size, 0, "a sync stores no checksum");
 });
