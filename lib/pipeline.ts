@@ -351,7 +351,7 @@ async function applyCompletions(
   run: Run,
   completing: PlannedEnrolment[],
 ): Promise<Set<PlannedEnrolment>> {
-  const { sink, progress, isolate } = run.deps;
+  const { sink, progress, metrics, isolate } = run.deps;
   const done = new Set<PlannedEnrolment>();
   for (let i = 0; i < completing.length; i += COMPLETION_CHUNK) {
     const chunk = completing.slice(i, i + COMPLETION_CHUNK);
@@ -362,12 +362,10 @@ async function applyCompletions(
       isolate,
     );
     const sent = survivors(run, chunk, unsent, "send-certificates");
-    const unwritten = await runIsolated(
-      "write-completions",
-      sent,
-      (subset) => progress.writeEnrolments(subset.map((p) => p.plan.enrolment!)),
-      isolate,
-    );
+    const unwritten = await runIsolated("write-completions", sent, async (subset) => {
+      await progress.writeEnrolments(subset.map((p) => p.plan.enrolment!));
+      metrics.inc("dbWrites", subset.length);
+    }, isolate);
     survivors(run, sent, unwritten, "write-completions").forEach((p) => done.add(p));
   }
   run.summary.completions = done.size;

@@ -79,6 +79,9 @@ export class Runner {
   async handleBatch(messages: InputMessage[]): Promise<void> {
     let last = -1;
     for (const message of messages) last = Math.max(last, await this.handle(message));
+    // Nothing in flight: at low load a batch waits for one round of
+    // processing rather than for the interval (SPEC §5).
+    if (this.#draining === null) this.#closeWindow();
     if (last >= 0) await this.#settled(last);
   }
 
@@ -100,9 +103,7 @@ export class Runner {
         this.#deps.limits.maxWaitMs,
       );
     }
-    // Full, or nothing in flight: at low load a message waits for one round
-    // of processing rather than for the interval (SPEC §5).
-    if (this.#builder.isFull() || this.#draining === null) this.#closeWindow();
+    if (this.#builder.isFull()) this.#closeWindow();
     while (this.#waiting.length > 1 && !this.#stopping) await this.#progress.promise;
     return seq;
   }

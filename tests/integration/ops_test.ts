@@ -173,10 +173,11 @@ Deno.test(
   "/metrics counts a window; process memory, open window; /healthz; a window log line; healthcheck",
   opts,
   async () => {
-    // One partition and a window of exactly the four units sent: one window, known counts.
+    // One partition and a window of exactly what is sent (four units, and one
+    // each for the two messages without units): one window, known counts.
     const stack = await Stack.open({ partitions: 1 });
     const env = stack.envForJob({
-      THRESHOLD_BATCH_READ_SIZE: "4",
+      THRESHOLD_BATCH_READ_SIZE: "6",
       THRESHOLD_BATCH_READ_INTERVAL: "3s",
     });
     const job = new JobProcess(env);

@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import type { Redis } from "ioredis";
-import { PermanentError } from "../../lib/ports.ts";
+import { InputRejectedError } from "../../lib/ports.ts";
 import {
   closeRedis,
   connectRedis,
@@ -102,7 +102,7 @@ Deno.test("redis: dedup stores checksums with value '' and the expiry, and finds
   });
 });
 
-Deno.test("redis: a set key holding another type is a PermanentError", async () => {
+Deno.test("redis: a set key holding another type is that input's error, not the job's", async () => {
   await withRaw(10, async (raw, keys) => {
     const key = unique("it-wrongtype");
     keys.push(key);
@@ -110,7 +110,7 @@ Deno.test("redis: a set key holding another type is a PermanentError", async () 
     const cache = await RedisRelationCache.connect(relationTarget);
     try {
       await assert.rejects(cache.members([key]), (e: unknown) => {
-        assert.ok(e instanceof PermanentError, `got ${e}`);
+        assert.ok(e instanceof InputRejectedError, `got ${e}`);
         assert.match(e.message, /^redis: WRONGTYPE/);
         return true;
       });
