@@ -2,20 +2,36 @@
  * activity-aggregate-updater: turns Sunbird Lern course-progress events into
  * course and unit progress, telemetry and certificate requests.
  *
- * Commands: `run` (default), `check`, `replay FILE`, `healthcheck`, `version`;
- * `--help` on each.
+ * Commands: `run` (default), `check`, `replay FILE`, `reconcile`, `healthcheck`,
+ * `version`; `--help` on each.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { retryUntilAborted } from "./lib/async.ts";
+import { connectProgressStore } from "./lib/cassandra.ts";
 import { checkServices, replayFile } from "./lib/commands.ts";
 import { type Config, ConfigError, loadConfig, mergeEnv, parseDotenv } from "./lib/config.ts";
 import { Health, probeHealth, serveOps } from "./lib/http.ts";
-import { startJob } from "./lib/job.ts";
-import { muteKafkajsTimerWarning } from "./lib/kafka.ts";
+import { isolation, pipelineDeps, startJob } from "./lib/job.ts";
+import { kafkaClient, KafkaSink, muteKafkajsTimerWarning } from "./lib/kafka.ts";
 import { logger, setupLogging } from "./lib/log.ts";
 import { JobMetrics } from "./lib/metrics.ts";
+import type { EventSink } from "./lib/ports.ts";
+import {
+  DISCARDING_SINK,
+  type EnrolmentRequests,
+  exitCode,
+  parseEnrolmentFile,
+  reconcile,
+  type ReconcileTarget,
+  reconcileTarget,
+  singleEnrolment,
+  UsageError,
+} from "./lib/reconcile.ts";
+import { connectRelationCache, RedisDedupStore } from "./lib/redis.ts";
+import { SearchCollectionStatus } from "./lib/search.ts";
 import { VERSION } from "./lib/version.ts";
 
 const USAGE: Record<string, string> = {
@@ -27,6 +43,7 @@ Commands:
   run           consume the input topic and update course progress (default)
   check         validate the configuration and every service the job uses
   replay FILE   publish a file of JSON lines to the input topic
+  reconcile     recompute enrolments from their stored rows (SPEC §13)
   healthcheck   ask the running job's /healthz (for a container HEALTHCHECK)
   version       print the version
 
@@ -48,6 +65,28 @@ and columns the job uses. Prints a report; exits 1 on any problem.`,
 Publishes each JSON line of FILE (for example saved from the failed topic) to
 the input topic, keyed by edata.userId. Blank lines are ignored; a line that
 is not JSON is reported and not sent. Exits 1 if any line was not sent.`,
+  reconcile: `Usage: activity-aggregate-updater reconcile [--env-file FILE] [--dry-run]
+         (--user U --course C --batch B | FILE)
+
+Recomputes enrolments from their stored rows, as a sync request does: progress,
+contentstatus and status from user_content_consumption and the course
+structure, with certificate and AUDIT events to the configured topics. No
+Kafka input is read; counters and content AUDIT events are not touched.
+
+FILE holds JSON lines ({"userId":…,"courseId":…,"batchId":…}, or sync
+requests with those under edata) or CSV with a header row naming userId,
+courseId and batchId in any order. Blank lines are ignored; a line naming no
+enrolment is printed as invalid and counted as failed; a repeated enrolment
+is reconciled once.
+
+Prints one line per enrolment on stdout (its ids, progress and status before
+and after, whether a certificate was requested, the reason of a failure);
+progress, retries and a summary go to stderr. --dry-run reads the same and
+prints the same, but writes and sends nothing (it does not connect to Kafka).
+
+Exits 0 when every enrolment was reconciled, 1 when any failed or an invalid
+line was found (or the run was stopped by SIGINT/SIGTERM), 2 on a usage error
+or a FILE that cannot be read or names no enrolment.`,
   healthcheck: `Usage: activity-aggregate-updater healthcheck [--env-file FILE]
 
 Asks the operations endpoint of the job running on this host (HTTP_PORT; a
@@ -63,7 +102,15 @@ Prints the version.`,
 export async function main(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
-    options: { help: { type: "boolean", short: "h" }, "env-file": { type: "string" } },
+    options: {
+      help: { type: "boolean", short: "h" },
+      "env-file": { type: "string" },
+      // reconcile's
+      user: { type: "string" },
+      course: { type: "string" },
+      batch: { type: "string" },
+      "dry-run": { type: "boolean" },
+    },
     allowPositionals: true,
   });
   const [command = "run", ...rest] = positionals;
@@ -79,6 +126,17 @@ export async function main(args: string[]): Promise<number> {
     console.log(VERSION);
     return 0;
   }
+  let target: ReconcileTarget | null = null;
+  try {
+    if (command === "reconcile") target = reconcileTarget(values, rest);
+    else if (["user", "course", "batch", "dry-run"].some((f) => f in values)) {
+      throw new UsageError("--user, --course, --batch and --dry-run belong to reconcile");
+    }
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`${error.message}\n\n${USAGE[command]}`);
+    return 2;
+  }
 
   let config: Config;
   try {
@@ -89,7 +147,8 @@ export async function main(args: string[]): Promise<number> {
     // A container HEALTHCHECK reserves exit code 2; unhealthy is 1.
     return command === "healthcheck" ? 1 : 2;
   }
-  await setupLogging(config.logLevel);
+  // reconcile's stdout is its result: its logs go to stderr.
+  await setupLogging(config.logLevel, command === "reconcile" ? "stderr" : "stdout");
   switch (command) {
     case "check":
       return (await checkServices(config)) ? 0 : 1;
@@ -99,6 +158,8 @@ export async function main(args: string[]): Promise<number> {
         return 2;
       }
       return (await replayFile(config, rest[0])) ? 0 : 1;
+    case "reconcile":
+      return await reconcileCommand(config, target!, values["dry-run"] ?? false);
     case "healthcheck": {
       const probe = await probeHealth(config.httpHost, config.httpPort);
       console.log(probe.healthy ? `healthy: ${probe.detail}` : `unhealthy: ${probe.detail}`);
@@ -165,6 +226,95 @@ async function run(config: Config): Promise<number> {
     await server.shutdown();
   }
   return code;
+}
+
+/**
+ * The `reconcile` command: the pipeline on the configured stores and output
+ * topics (none in a dry run), retrying outages until SIGINT or SIGTERM.
+ */
+async function reconcileCommand(
+  config: Config,
+  target: ReconcileTarget,
+  dryRun: boolean,
+): Promise<number> {
+  let requests: EnrolmentRequests;
+  try {
+    requests = target.kind === "enrolment"
+      ? singleEnrolment(target.key)
+      : parseEnrolmentFile(await Deno.readTextFile(target.path));
+  } catch (error) {
+    const path = target.kind === "file" ? target.path : "";
+    console.error(`reconcile: ${path}: ${(error as Error).message}`);
+    return 2;
+  }
+
+  const stop = new AbortController();
+  const listeners = (["SIGINT", "SIGTERM"] as const).map((signal) => {
+    const listener = () => {
+      console.error(`reconcile: ${signal} received, stopping`);
+      stop.abort(new Error(`${signal} received`));
+    };
+    Deno.addSignalListener(signal, listener);
+    return () => Deno.removeSignalListener(signal, listener);
+  });
+  const retry = retryUntilAborted({
+    initialMs: config.retry.initialBackoffMs,
+    maxMs: config.retry.maxBackoffMs,
+    signal: stop.signal,
+    onFailure: (stage, error, attempt, delayMs) =>
+      console.error(
+        `reconcile: ${stage} failed (attempt ${attempt}), retrying in ${delayMs} ms: ${error}`,
+      ),
+    onSuccess: (stage, attempts) => {
+      if (attempts > 1) console.error(`reconcile: ${stage} recovered after ${attempts} attempts`);
+    },
+  });
+  const closers: (() => Promise<void>)[] = [];
+  try {
+    const progress = await retry(
+      "connect-cassandra",
+      () => connectProgressStore(config.cassandra, config.writeBatchSize),
+    );
+    closers.push(() => progress.close());
+    const relations = await retry(
+      "connect-relation-cache",
+      () => connectRelationCache(config.relationCache),
+    );
+    closers.push(relations.close);
+    const dedup = await retry("connect-dedup", () => RedisDedupStore.connect(config.dedup));
+    closers.push(() => dedup.close());
+    let sink: EventSink = DISCARDING_SINK;
+    if (!dryRun) {
+      const kafka = new KafkaSink(
+        kafkaClient(config.kafka, `activity-aggregate-updater-reconcile`),
+      );
+      await retry("connect-kafka-producer", () => kafka.connect());
+      closers.push(() => kafka.disconnect());
+      sink = kafka;
+    }
+    const deps = pipelineDeps(config, {
+      progress,
+      relations: relations.cache,
+      dedup,
+      collections: new SearchCollectionStatus(config.search),
+      sink,
+      metrics: new JobMetrics(),
+    });
+    const summary = await reconcile(
+      requests,
+      { ...deps, isolate: isolation(config, retry, stop.signal) },
+      { print: console.log, progress: console.error, dryRun },
+    );
+    return exitCode(summary);
+  } catch (error) {
+    console.error(`reconcile: not started: ${error}`);
+    return 1;
+  } finally {
+    for (const close of closers.reverse()) {
+      await close().catch((e) => console.error(`reconcile: close failed: ${e}`));
+    }
+    listeners.forEach((remove) => remove());
+  }
 }
 
 if (import.meta.main) {

@@ -49,9 +49,12 @@ async function check(name: string, fn: () => Promise<string[]>): Promise<CheckRe
 }
 
 async function checkKafka(config: Config): Promise<string[]> {
-  const { inputTopic, failedTopic, auditTopic, certIssueTopic } = config.kafka;
+  const { inputTopic, failedTopic, auditTopic, certIssueTopic, syncTopic } = config.kafka;
   const kafka = kafkaClient(config.kafka, "activity-aggregate-updater-check");
-  const missing = await missingTopics(kafka, [inputTopic, failedTopic, auditTopic, certIssueTopic]);
+  // The sync topic (SPEC §13) only when it is on.
+  const topics = [inputTopic, failedTopic, auditTopic, certIssueTopic];
+  if (syncTopic) topics.push(syncTopic);
+  const missing = await missingTopics(kafka, topics);
   return missing.map((t) => `topic ${t} does not exist`);
 }
 

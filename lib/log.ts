@@ -16,14 +16,23 @@ import type { LogLevel } from "./config.ts";
 
 const ROOT = "activity-aggregate-updater";
 
-/** Sends the job's logs at `level` and above to stdout as JSON lines. */
-export async function setupLogging(level: LogLevel): Promise<void> {
+/**
+ * Sends the job's logs at `level` and above to stdout as JSON lines, or to
+ * stderr for a command whose stdout is its result (`reconcile`).
+ */
+export async function setupLogging(
+  level: LogLevel,
+  stream: "stdout" | "stderr" = "stdout",
+): Promise<void> {
+  const sink = stream === "stdout"
+    ? getConsoleSink({ formatter: jsonLine })
+    : (record: LogRecord) => console.error(jsonLine(record));
   await configure({
     reset: true,
-    sinks: { stdout: getConsoleSink({ formatter: jsonLine }) },
+    sinks: { out: sink },
     loggers: [
-      { category: [ROOT], lowestLevel: level, sinks: ["stdout"] },
-      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stdout"] },
+      { category: [ROOT], lowestLevel: level, sinks: ["out"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["out"] },
     ],
   });
 }
