@@ -109,7 +109,14 @@ export function freePort(): number {
  * per instance, so that each test has topics and a consumer group of its own.
  */
 export class Stack {
-  readonly topics: { input: string; failed: string; audit: string; cert: string };
+  readonly topics: {
+    input: string;
+    failed: string;
+    audit: string;
+    cert: string;
+    /** Enrolment sync requests (SPEC §13); created only with `Stack.open({ sync: true })`. */
+    sync: string;
+  };
   readonly #consumers: Consumer[] = [];
   #producer: Producer | null = null;
 
@@ -130,6 +137,7 @@ export class Stack {
       failed: `${jobEnv}.activity.agg.failed`,
       audit: `${jobEnv}.telemetry.raw`,
       cert: `${jobEnv}.issue.certificate.request`,
+      sync: `${jobEnv}.batch.enrolment.sync.request`,
     };
   }
 
@@ -140,6 +148,8 @@ export class Stack {
       statuses?: Record<string, string>;
       jobEnv?: string;
       searchPort?: number;
+      /** Also create the sync topic (`topics.sync`, 2 partitions). */
+      sync?: boolean;
     } = {},
   ): Promise<Stack> {
     const cql = await connectCassandra();
@@ -170,6 +180,7 @@ export class Stack {
         { topic: stack.topics.failed, numPartitions: 1 },
         { topic: stack.topics.audit, numPartitions: 1 },
         { topic: stack.topics.cert, numPartitions: 1 },
+        ...(opts.sync ? [{ topic: stack.topics.sync, numPartitions: 2 }] : []),
       ],
     });
     return stack;
@@ -293,12 +304,17 @@ export class Stack {
 
   /** Publishes JSON values (or raw strings) to the input topic, keyed by userId. */
   async produce(values: unknown[]): Promise<void> {
+    await this.produceTo(this.topics.input, values);
+  }
+
+  /** Publishes JSON values (or raw strings) to `topic`, keyed by `edata.userId`. */
+  async produceTo(topic: string, values: unknown[]): Promise<void> {
     if (!this.#producer) {
       this.#producer = this.kafka.producer();
       await this.#producer.connect();
     }
     await this.#producer.send({
-      topic: this.topics.input,
+      topic,
       acks: -1,
       messages: values.map((v) => ({
         key: (v as { edata?: { userId?: string } })?.edata?.userId ?? null,
@@ -325,12 +341,17 @@ export class Stack {
 
   /** The job group's committed offsets of the input topic, summed over partitions. */
   async committedInput(): Promise<number> {
+    return await this.committed(this.topics.input);
+  }
+
+  /** The job group's committed offsets of `topic`, summed over partitions. */
+  async committed(topicName: string): Promise<number> {
     const admin = this.kafka.admin();
     await admin.connect();
     try {
       const [topic] = await admin.fetchOffsets({
         groupId: `${this.jobEnv}-activity-aggregate-updater-group`,
-        topics: [this.topics.input],
+        topics: [topicName],
       });
       return topic.partitions.reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
     } finally {
@@ -368,6 +389,8 @@ export const JOB_PERMISSIONS: string[] = new TextDecoder().decode(
  */
 export class JobProcess {
   readonly output: string[] = [];
+  /** What the process printed on stdout alone (`output` interleaves stderr). */
+  readonly stdout: string[] = [];
   readonly exited: Promise<Deno.CommandStatus>;
   readonly #child: Deno.ChildProcess;
 
@@ -385,13 +408,17 @@ export class JobProcess {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    const pump = async (stream: ReadableStream<Uint8Array>) => {
+    const pump = async (stream: ReadableStream<Uint8Array>, only?: string[]) => {
       for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
         this.output.push(chunk);
+        only?.push(chunk);
         if (echo) Deno.stderr.writeSync(new TextEncoder().encode(chunk));
       }
     };
-    const pumped = Promise.all([pump(this.#child.stdout), pump(this.#child.stderr)]);
+    const pumped = Promise.all([
+      pump(this.#child.stdout, this.stdout),
+      pump(this.#child.stderr),
+    ]);
     this.exited = this.#child.status.then(async (status) => {
       await pumped;
       return status;
