@@ -29,6 +29,13 @@ import { WindowBuilder } from "./window.ts";
 /** Sync entries per window: enrolments read, planned and written together. */
 export const DEFAULT_WINDOW_SIZE = 500;
 
+/**
+ * Windows in flight at once. A FILE names each enrolment once, so two
+ * windows never share one; while one waits for Cassandra or Kafka, the next
+ * is read and planned.
+ */
+export const DEFAULT_PARALLEL_WINDOWS = 2;
+
 /** The topic named in a reconciled enrolment's `failure.source`. */
 export const RECONCILE_SOURCE_TOPIC = "reconcile";
 
@@ -292,6 +299,8 @@ export interface ReconcileOptions {
   dryRun?: boolean;
   /** Sync entries per window; default {@linkcode DEFAULT_WINDOW_SIZE}. */
   windowSize?: number;
+  /** Windows processed at a time; default {@linkcode DEFAULT_PARALLEL_WINDOWS}. */
+  parallelWindows?: number;
   /** Milliseconds since some fixed point, for elapsed time and the progress cadence. */
   elapsedClock?: () => number;
   /** Progress at most this often (default 1000 ms), and at least every 1000 enrolments. */
@@ -373,24 +382,36 @@ export async function reconcile(
   }
 
   const total = requests.enrolments.length;
+  const parallel = Math.max(1, opts.parallelWindows ?? DEFAULT_PARALLEL_WINDOWS);
   let done = 0;
   let lastReport = started;
   let lastReportedCount = 0;
-  for (let start = 0; start < total; start += windowSize) {
+  // Windows run `parallel` at a time (their enrolments are distinct) and are
+  // printed in order as each finishes.
+  const launch = (start: number) => {
     const chunk = requests.enrolments.slice(start, start + windowSize);
     const outcomes = new Map<string, EnrolmentOutcome>();
-    try {
-      await processWindow(syncWindow(chunk, start), {
-        ...ports,
-        observe: (outcome) => outcomes.set(enrolmentId(outcome.key), outcome),
-      });
-    } catch (error) {
-      summary.stopped = error instanceof AbortedError
-        ? `interrupted (${error.message})`
-        : `${(error as Error).name}: ${(error as Error).message}`;
-      summary.unfinished = total - start;
-      opts.progress(`reconcile stopped: ${summary.stopped}`);
-      break;
+    return processWindow(syncWindow(chunk, start), {
+      ...ports,
+      observe: (outcome) => outcomes.set(enrolmentId(outcome.key), outcome),
+    }).then(() => ({ chunk, outcomes, error: null }), (error) => ({ chunk, outcomes, error }));
+  };
+  const inFlight: ReturnType<typeof launch>[] = [];
+  let next = 0;
+  for (; next < total && inFlight.length < parallel; next += windowSize) {
+    inFlight.push(launch(next));
+  }
+  while (inFlight.length > 0) {
+    const { chunk, outcomes, error } = await inFlight.shift()!;
+    if (error !== null || summary.stopped !== null) {
+      if (summary.stopped === null) {
+        summary.stopped = error instanceof AbortedError
+          ? `interrupted (${error.message})`
+          : `${(error as Error).name}: ${(error as Error).message}`;
+        opts.progress(`reconcile stopped: ${summary.stopped}`);
+      }
+      summary.unfinished += chunk.length;
+      continue;
     }
     for (const { key } of chunk) {
       const outcome = outcomes.get(enrolmentId(key)) ?? {
@@ -406,6 +427,10 @@ export async function reconcile(
       opts.print(outcomeLine(kind, outcome));
     }
     done += chunk.length;
+    if (next < total) {
+      inFlight.push(launch(next));
+      next += windowSize;
+    }
     const now = elapsed();
     if (
       done < total &&
@@ -419,6 +444,8 @@ export async function reconcile(
       lastReportedCount = done;
     }
   }
+  // Windows never launched after a stop.
+  summary.unfinished += summary.stopped === null ? 0 : Math.max(0, total - next);
   summary.elapsedMs = elapsed() - started;
   opts.progress(summaryLine(summary));
   return summary;

@@ -347,7 +347,7 @@ Deno.test("many enrolments go in windows of the given size, with progress on std
         },
       },
     },
-    { windowSize: 1000, progressIntervalMs: 60_000 },
+    { windowSize: 1000, parallelWindows: 1, progressIntervalMs: 60_000 },
   );
   assert.equal(code, 0);
   assert.equal(stdout.length, 2500);
@@ -395,7 +395,7 @@ Deno.test("an abort (SIGINT) stops between windows: done ones printed, the rest 
   const { summary, stdout, stderr, code } = await run(
     file(["U-DONE"], ["U-HALF"], ["U-COMPLETE"]),
     { ...w.deps, isolate: isolateWith(retry) },
-    { windowSize: 1 },
+    { windowSize: 1, parallelWindows: 1 },
   );
   assert.equal(code, 1);
   assert.equal(stdout.length, 1);
@@ -403,4 +403,40 @@ Deno.test("an abort (SIGINT) stops between windows: done ones printed, the rest 
   assert.equal(summary.unfinished, 2);
   assert.ok(stderr.includes("reconcile stopped: interrupted (SIGINT received)"));
   assert.equal(w.progress.enrolments.get("U-HALF|C1|B1")!.progress, 0, "not written");
+});
+
+Deno.test("two windows in flight at once, printed in FILE order whichever finishes first", async () => {
+  const w = world();
+  const users = ["P-0", "P-1", "P-2"];
+  for (const u of users) {
+    w.progress.seedConsumption(key(u), EXAMPLE_ROWS[0]);
+    w.progress.seedEnrolment(key(u), 1);
+  }
+  const gates = new Map(users.map((u) => [u, Promise.withResolvers<void>()]));
+  const reading: string[] = [];
+  const twoReading = Promise.withResolvers<void>();
+  const readEnrolment = w.progress.readEnrolment.bind(w.progress);
+  w.progress.readEnrolment = async (k) => {
+    reading.push(k.userId);
+    if (reading.length === 2) twoReading.resolve();
+    await gates.get(k.userId)!.promise;
+    return readEnrolment(k);
+  };
+  const result = run(file(...users.map((u) => [u] as [string])), w.deps, {
+    windowSize: 1,
+    parallelWindows: 2,
+  });
+  await twoReading.promise;
+  assert.deepEqual(reading, ["P-0", "P-1"], "the third window waits for a free slot");
+  gates.get("P-1")!.resolve();
+  gates.get("P-0")!.resolve();
+  gates.get("P-2")!.resolve();
+  const { stdout, code } = await result;
+  assert.equal(code, 0);
+  assert.deepEqual(stdout.map((l) => l.split(" ").filter(Boolean)[1]), [
+    "user=P-0",
+    "user=P-1",
+    "user=P-2",
+  ]);
+  assert.deepEqual(reading, ["P-0", "P-1", "P-2"]);
 });
