@@ -2,7 +2,7 @@
  * The `reconcile` command (SPEC §13): recomputes enrolments from their stored
  * rows, without Kafka input, through the same pipeline as the job. Each
  * enrolment becomes a sync entry; entries go to {@linkcode processWindow} in
- * windows, one window at a time, and the pipeline's `observe` hook says what
+ * windows, two at a time, and the pipeline's `observe` hook says what
  * happened to each.
  *
  * The core ({@linkcode reconcile}) takes the pipeline's ports and two line
