@@ -300,7 +300,8 @@ Deno.test(
   "a full window of first completions sends AUDIT events beyond one request's size",
   opts,
   async () => {
-    const stack = await Stack.open();
+    // One partition: the 500 messages reach the job as one batch, one window.
+    const stack = await Stack.open({ partitions: 1 });
     const job = new JobProcess(stack.envForJob({ THRESHOLD_BATCH_READ_INTERVAL: "5s" }));
     try {
       // 500 learners × 2 first-time contents = 1000 units (one default window) and

@@ -285,25 +285,6 @@ Deno.test(
       assert.equal(typeof props.durationMs, "number");
       assert.ok((props.durationMs as number) >= 0 && (props.durationMs as number) < 10_000);
 
-      // A unit waiting in the open window shows in the open-window gauges until it closes.
-      const c = { ...a, userId: unique("U") };
-      await stack.seedEnrolment(c, 1);
-      await stack.produce([enrolmentUpdate(c, completed(["R2"]))]);
-      const open = await waitFor("the open window gauges", async () => {
-        const t = await job.metrics();
-        const units = metricValue(t, "activity_agg_open_window_units");
-        const age = metricValue(t, "activity_agg_open_window_age_seconds");
-        return units === 1 && age > 0 ? { units, age } : null;
-      });
-      assert.ok(open.age < 3, `age ${open.age} within the 3 s window`);
-      await waitFor(
-        "the window to close on time",
-        async () => (await stack.committedInput()) === 6,
-      );
-      const after = await job.metrics();
-      assert.equal(metricValue(after, "activity_agg_open_window_units"), 0);
-      assert.equal(metricValue(after, "activity_agg_window_units_count"), 2);
-
       const healthz = await fetch(`${job.opsUrl}/healthz`);
       assert.equal(healthz.status, 200);
       assert.deepEqual(await healthz.json(), { alive: true });

@@ -1,0 +1,141 @@
+/**
+ * SPEC §5: when the group rebalances, a member gives up a partition only
+ * after the windows holding its messages are committed, so two live members
+ * never apply the same message. Members join and leave gracefully a dozen
+ * times while a backlog with completions drains; every effect happens once.
+ */
+
+import assert from "node:assert/strict";
+import { enrolmentUpdate } from "../../lib/event.ts";
+import { exampleSets } from "../fixtures.ts";
+import { JobProcess, Stack, unique, waitFor } from "../../scripts/local_stack.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+const ENROLMENTS = 1000;
+const CHANGES = 12;
+/** The example course's required contents: completing all three completes the enrolment. */
+const CONTENTS = ["R1", "R2", "R3"];
+
+Deno.test(
+  "members join and leave 12 times while a backlog drains: no duplicate certificate, exact state",
+  opts,
+  async () => {
+    const stack = await Stack.open({ partitions: 6 });
+    const env = () =>
+      stack.envForJob({
+        // Small windows: the backlog lasts through every membership change,
+        // with a window in flight at each.
+        THRESHOLD_BATCH_READ_SIZE: "4",
+        SHUTDOWN_TIMEOUT: "20s",
+      });
+    const members: JobProcess[] = [];
+    try {
+      const courseId = unique("C");
+      await stack.seedSets(exampleSets(courseId));
+      const keys = Array.from({ length: ENROLMENTS }, (_, i) => ({
+        userId: `${unique("U")}-${i}`,
+        courseId,
+        batchId: unique("B"),
+      }));
+      for (let i = 0; i < keys.length; i += 50) {
+        await Promise.all(
+          keys.slice(i, i + 50).map(async (key) => {
+            await stack.seedEnrolment(key, 1);
+            // Upstream writes each content's state row before it publishes the event.
+            for (const contentId of CONTENTS) {
+              await stack.seedConsumption(key, {
+                contentId,
+                status: 2,
+                viewCount: 0,
+                completedCount: 0,
+              });
+            }
+          }),
+        );
+      }
+      const events = CONTENTS.flatMap((contentId) =>
+        keys.map((key) => enrolmentUpdate(key, [{ contentId, status: 2 }]))
+      );
+      const certs = await stack.collect(stack.topics.cert);
+      const audits = await stack.collect(stack.topics.audit);
+
+      // The whole backlog first, then membership changes while it drains.
+      await stack.produce(events);
+      members.push(new JobProcess(env()));
+      await members[0].ready();
+      for (let change = 1; change <= CHANGES; change++) {
+        // Alternate: a member joins while at most three run, else the oldest leaves.
+        if (members.length < 3 && (change % 2 === 1 || members.length === 1)) {
+          const joined = new JobProcess(env());
+          members.push(joined);
+          await joined.ready();
+        } else {
+          const leaving = members.shift()!;
+          const status = await leaving.stop();
+          assert.equal(status.code, 0, leaving.log.slice(-2000));
+        }
+        if (change === 10) {
+          const committed = await stack.committedInput();
+          assert.ok(committed < events.length, `10 changes during the backlog (${committed})`);
+        }
+      }
+      await waitFor(
+        "the backlog to be committed",
+        async () => (await stack.committedInput()) === events.length,
+        120_000,
+      );
+
+      // Every content counted exactly once: no message was applied twice.
+      for (const key of keys) {
+        assert.deepEqual(await stack.consumption(key), {
+          R1: [2, 1, 1],
+          R2: [2, 1, 1],
+          R3: [2, 1, 1],
+        }, key.userId);
+        const enrolment = await stack.enrolment(key);
+        assert.equal(enrolment?.status, 2, key.userId);
+        assert.equal(enrolment?.progress, 3, key.userId);
+      }
+      // Read both topics to their ends: every event the job sent is counted.
+      await waitFor(
+        "the certificate topic read to its end",
+        async () => certs.length === await endOffset(stack, stack.topics.cert),
+      );
+      await waitFor(
+        "the AUDIT topic read to its end",
+        async () => audits.length === await endOffset(stack, stack.topics.audit),
+      );
+      const certUsers = certs.map((c) => (c.edata as { userIds: string[] }).userIds[0]);
+      const completed = audits
+        .filter((a) => (a.edata as { type: string }).type === "enrol-complete")
+        .map((a) => (a.actor as { id: string }).id);
+      console.log(
+        `rebalance: ${CHANGES} membership changes, ${events.length} events; ` +
+          `${certs.length} certificates and ${completed.length} enrol-complete events ` +
+          `for ${ENROLMENTS} enrolments, ${audits.length} AUDIT events`,
+      );
+      assert.equal(certUsers.length, ENROLMENTS, "no duplicate certificate");
+      assert.equal(new Set(certUsers).size, ENROLMENTS);
+      assert.equal(completed.length, ENROLMENTS, "no duplicate enrol-complete event");
+      assert.equal(new Set(completed).size, ENROLMENTS);
+      // The content AUDIT events too: start and complete once per content.
+      assert.equal(audits.length, ENROLMENTS * (1 + 2 * CONTENTS.length));
+    } finally {
+      await Promise.all(members.map((m) => m.stop()));
+      await stack.close();
+    }
+  },
+);
+
+/** The end offset of a one-partition topic: how many events it holds. */
+async function endOffset(stack: Stack, topic: string): Promise<number> {
+  const admin = stack.kafka.admin();
+  await admin.connect();
+  try {
+    const [partition] = await admin.fetchTopicOffsets(topic);
+    return Number(partition.high);
+  } finally {
+    await admin.disconnect();
+  }
+}
