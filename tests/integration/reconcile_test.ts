@@ -250,6 +250,28 @@ Deno.test(
   },
 );
 
+Deno.test("check verifies KAFKA_SYNC_TOPIC when it is set", opts, async () => {
+  const stack = await Stack.open({ sync: true });
+  try {
+    const check = async (syncTopic: string) => {
+      const job = new JobProcess(stack.envForJob({ KAFKA_SYNC_TOPIC: syncTopic }), ["check"]);
+      return { code: (await job.exited).code, log: job.log };
+    };
+    const present = await check(stack.topics.sync);
+    assert.equal(present.code, 0, present.log);
+    assert.match(present.log, /ok {4}kafka topics/);
+    const missing = `${stack.topics.sync}.missing`;
+    const absent = await check(missing);
+    assert.equal(absent.code, 1, absent.log);
+    assert.ok(
+      absent.log.includes(`FAIL  kafka topics: topic ${missing} does not exist`),
+      absent.log,
+    );
+  } finally {
+    await stack.close();
+  }
+});
+
 Deno.test("reconcile --dry-run prints the outcome and writes and sends nothing", opts, async () => {
   const courses = { live: unique("C-live"), retired: unique("C-old") };
   const stack = await Stack.open({ statuses: { [courses.live]: "Live" } });
