@@ -9,7 +9,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { retryUntilAborted } from "./lib/async.ts";
+import { retryWithBackoff } from "./lib/async.ts";
 import { connectProgressStore } from "./lib/cassandra.ts";
 import { checkServices, replayFile } from "./lib/commands.ts";
 import { type Config, ConfigError, loadConfig, mergeEnv, parseDotenv } from "./lib/config.ts";
@@ -257,7 +257,7 @@ async function reconcileCommand(
     Deno.addSignalListener(signal, listener);
     return () => Deno.removeSignalListener(signal, listener);
   });
-  const retry = retryUntilAborted({
+  const retry = retryWithBackoff({
     initialMs: config.retry.initialBackoffMs,
     maxMs: config.retry.maxBackoffMs,
     signal: stop.signal,

@@ -19,14 +19,15 @@
 
 import cassandra from "cassandra-driver";
 import { Partitioners } from "kafkajs";
-import { type Retry, retryUntilAborted } from "../lib/async.ts";
+import { type Retry, retryWithBackoff } from "../lib/async.ts";
 import { connectProgressStore } from "../lib/cassandra.ts";
 import { loadConfig } from "../lib/config.ts";
 import { parseMessage } from "../lib/event.ts";
 import { kafkaClient, KafkaSink } from "../lib/kafka.ts";
 import { JobMetrics } from "../lib/metrics.ts";
 import { type PipelineDeps, processWindow } from "../lib/pipeline.ts";
-import { type EventSink, type ProgressStore, systemClock } from "../lib/ports.ts";
+import { type EventSink, type ProgressStore } from "../lib/ports.ts";
+import { systemClock } from "../lib/clock.ts";
 import { connectRelationCache, RedisDedupStore } from "../lib/redis.ts";
 import { SearchCollectionStatus } from "../lib/search.ts";
 import { type Window, WindowBuilder } from "../lib/window.ts";
@@ -244,7 +245,7 @@ async function profile(
       if (!s) stages.set(stage, s = { ms: 0, calls: 0, max: 0, retries: 0 });
       return s;
     };
-    const inner = retryUntilAborted({
+    const inner = retryWithBackoff({
       initialMs: 200,
       maxMs: 1000,
       signal: new AbortController().signal,

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { InputRejectedError, PermanentError } from "./ports.ts";
+import { type Clock, InputRejectedError, PermanentError } from "./ports.ts";
+import { systemClock } from "./clock.ts";
 
 /** Maps `items` through `fn` with at most `limit` calls in flight, keeping order. */
 export async function mapConcurrent<T, R>(
@@ -26,91 +27,103 @@ export async function mapConcurrent<T, R>(
 }
 
 /**
- * Runs one stage of work, retrying what can be retried: for as long as it
- * takes, or at most `maxAttempts` times, after which the last error is thrown.
+ * Runs one stage of work, retrying what can be retried: as the policy says,
+ * or at most `maxAttempts` times, after which the last error is thrown.
  */
 export type Retry = <T>(stage: string, fn: () => Promise<T>, maxAttempts?: number) => Promise<T>;
 
-/** Backoff settings for {@linkcode retryUntilAborted}. */
-export interface BackoffOptions {
+/** How a {@linkcode Retry} backs off, what it retries, and what it reports. */
+export interface RetryPolicy {
   initialMs: number;
   maxMs: number;
-  signal: AbortSignal;
+  /** Tries of one call before its last error is thrown; unbounded by default. */
+  maxAttempts?: number;
+  /** Whether waiting may cure `error`; {@linkcode isRetriable} by default. */
+  isRetriable?: (error: unknown) => boolean;
+  /** Ends every wait with an {@linkcode AbortedError}: the work is abandoned. */
+  signal?: AbortSignal;
+  clock?: Clock;
+  random?: () => number;
   /** Called after each failed attempt that will be retried, before waiting `delayMs`. */
   onFailure?: (stage: string, error: unknown, attempt: number, delayMs: number) => void;
   /** Called after each successful attempt, with how many it took. */
   onSuccess?: (stage: string, attempts: number) => void;
-  random?: () => number;
 }
 
-/** The delay before retry `attempt` (1-based): exponential, capped, with full jitter. */
+/** The delay before retry `attempt` (1-based): exponential, capped, with jitter over its upper half. */
 export function backoffDelay(
   attempt: number,
-  initialMs: number,
-  maxMs: number,
-  random: () => number = Math.random,
+  policy: Pick<RetryPolicy, "initialMs" | "maxMs" | "random">,
 ): number {
-  const ceiling = Math.min(maxMs, initialMs * 2 ** (attempt - 1));
-  return Math.round(ceiling / 2 + random() * ceiling / 2);
+  const ceiling = Math.min(policy.maxMs, policy.initialMs * 2 ** (attempt - 1));
+  return Math.round(ceiling / 2 + (policy.random ?? Math.random)() * ceiling / 2);
 }
 
-/** Thrown by a {@linkcode Retry} whose signal aborted: the work was abandoned. */
+/** Thrown by a {@linkcode Retry} or {@linkcode delay} whose signal aborted: the work was abandoned. */
 export class AbortedError extends Error {
   override name = "AbortedError";
 }
 
-/** Whether retrying `error` can help: not for a {@linkcode PermanentError} or an {@linkcode InputRejectedError}. */
+/** Whether waiting may cure `error`: not a {@linkcode PermanentError}, an {@linkcode InputRejectedError} or an abort. */
 export function isRetriable(error: unknown): boolean {
   return !(error instanceof PermanentError || error instanceof InputRejectedError ||
     error instanceof AbortedError);
 }
 
 /**
- * A {@linkcode Retry} that retries transient errors with backoff, by default
- * for as long as it takes: an outage pauses the job instead of losing work.
- * Errors that are not {@linkcode isRetriable} are thrown at once; aborting
- * `signal` ends the wait with an {@linkcode AbortedError}.
+ * A {@linkcode Retry} with capped, jittered exponential backoff. Unbounded
+ * (the default), an outage pauses the job instead of losing work; bounded, a
+ * lookup gives up after `maxAttempts`. Errors `isRetriable` refuses are thrown
+ * at once.
  */
-export function retryUntilAborted(opts: BackoffOptions): Retry {
-  const checkAborted = () => {
-    if (opts.signal.aborted) {
-      throw new AbortedError(String(opts.signal.reason), { cause: opts.signal.reason });
-    }
-  };
-  return async <T>(stage: string, fn: () => Promise<T>, maxAttempts = Infinity): Promise<T> => {
+export function retryWithBackoff(policy: RetryPolicy): Retry {
+  const retriable = policy.isRetriable ?? isRetriable;
+  return async <T>(
+    stage: string,
+    fn: () => Promise<T>,
+    maxAttempts = policy.maxAttempts ?? Infinity,
+  ): Promise<T> => {
     for (let attempt = 1;; attempt++) {
-      checkAborted();
+      throwIfAborted(policy.signal);
       try {
         const result = await fn();
-        opts.onSuccess?.(stage, attempt);
+        policy.onSuccess?.(stage, attempt);
         return result;
       } catch (error) {
-        checkAborted();
-        if (!isRetriable(error) || attempt >= maxAttempts) throw error;
-        const delay = backoffDelay(attempt, opts.initialMs, opts.maxMs, opts.random);
-        opts.onFailure?.(stage, error, attempt, delay);
-        try {
-          await abortableDelay(delay, opts.signal);
-        } catch {
-          checkAborted();
-        }
+        throwIfAborted(policy.signal);
+        if (!retriable(error) || attempt >= maxAttempts) throw error;
+        const ms = backoffDelay(attempt, policy);
+        policy.onFailure?.(stage, error, attempt, ms);
+        await delay(ms, policy);
       }
     }
   };
 }
 
-/** Resolves after `ms`, or rejects with the signal's reason once it aborts. */
-export function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+/** Resolves after `ms` on `clock`, or rejects with an {@linkcode AbortedError} once `signal` aborts. */
+export function delay(
+  ms: number,
+  opts: { signal?: AbortSignal; clock?: Clock } = {},
+): Promise<void> {
+  const { signal, clock = systemClock } = opts;
   return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
+    if (signal?.aborted) return reject(aborted(signal));
     const onAbort = () => {
-      clearTimeout(id);
-      reject(signal.reason);
+      cancel();
+      reject(aborted(signal!));
     };
-    const id = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
+    const cancel = clock.setTimer(() => {
+      signal?.removeEventListener("abort", onAbort);
       resolve();
     }, ms);
-    signal.addEventListener("abort", onAbort, { once: true });
+    signal?.addEventListener("abort", onAbort, { once: true });
   });
+}
+
+function aborted(signal: AbortSignal): AbortedError {
+  return new AbortedError(String(signal.reason), { cause: signal.reason });
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw aborted(signal);
 }

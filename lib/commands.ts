@@ -6,6 +6,7 @@
 
 import { checkCassandraSchema } from "./cassandra.ts";
 import type { Config } from "./config.ts";
+import { ENROLMENT_SYNC_ACTION } from "./event.ts";
 import { kafkaClient, KafkaSink, missingTopics } from "./kafka.ts";
 import type { OutputEvent } from "./ports.ts";
 import { closeRedis, connectRedis } from "./redis.ts";
@@ -86,7 +87,7 @@ export interface ReplayReport {
 }
 
 /** Reads JSON lines into input events keyed by `edata.userId`; bad lines are reported. */
-export function replayEvents(text: string, topic: string): {
+export function replayEvents(text: string, topics: { input: string; sync: string | null }): {
   events: OutputEvent[];
   invalid: ReplayReport["invalid"];
 } {
@@ -100,6 +101,9 @@ export function replayEvents(text: string, topic: string): {
         throw new Error("not a JSON object");
       }
       const userId = value.edata?.userId;
+      // A failed sync request goes back to the sync topic, everything else to the input.
+      const sync = value.edata?.action === ENROLMENT_SYNC_ACTION && topics.sync;
+      const topic = sync || topics.input;
       events.push({ topic, key: typeof userId === "string" ? userId : "", value });
     } catch (error) {
       invalid.push({ line: i + 1, reason: (error as Error).message });
@@ -108,13 +112,19 @@ export function replayEvents(text: string, topic: string): {
   return { events, invalid };
 }
 
-/** Publishes a file of JSON lines to the input topic; prints what it sent. */
+/**
+ * Publishes a file of JSON lines to the input topic, and sync requests to the
+ * sync topic when it is on; prints what it sent.
+ */
 export async function replayFile(
   config: Config,
   path: string,
   print = console.log,
 ): Promise<boolean> {
-  const { events, invalid } = replayEvents(await Deno.readTextFile(path), config.kafka.inputTopic);
+  const { events, invalid } = replayEvents(await Deno.readTextFile(path), {
+    input: config.kafka.inputTopic,
+    sync: config.kafka.syncTopic,
+  });
   for (const { line, reason } of invalid) print(`line ${line} not sent: ${reason}`);
   if (events.length > 0) {
     const sink = new KafkaSink(kafkaClient(config.kafka, "activity-aggregate-updater-replay"));
@@ -125,6 +135,9 @@ export async function replayFile(
       await sink.disconnect();
     }
   }
-  print(`sent ${events.length} events to ${config.kafka.inputTopic}, ${invalid.length} not sent`);
+  const counts = new Map<string, number>();
+  for (const { topic } of events) counts.set(topic, (counts.get(topic) ?? 0) + 1);
+  const sent = [...counts].map(([topic, n]) => `${n} to ${topic}`).join(", ") || "0";
+  print(`sent ${sent}; ${invalid.length} not sent`);
   return invalid.length === 0;
 }

@@ -150,6 +150,19 @@ export function enrolmentUpdate(
   };
 }
 
+/** A `user-enrolment-sync` request (SPEC §13): what a failed sync is re-published as. */
+export function enrolmentSync(key: EnrolmentKey): { eid: string; edata: Record<string, unknown> } {
+  return {
+    eid: "BE_JOB_REQUEST",
+    edata: {
+      action: ENROLMENT_SYNC_ACTION,
+      userId: key.userId,
+      courseId: key.courseId,
+      batchId: key.batchId,
+    },
+  };
+}
+
 /** The string that identifies an enrolment in maps and logs. */
 export function enrolmentId(key: EnrolmentKey): string {
   return `${key.userId}|${key.courseId}|${key.batchId}`;

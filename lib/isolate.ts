@@ -72,7 +72,7 @@ export async function runIsolated<T>(
     // Alone, still failing, and nothing of this stage has gone through yet:
     // an outage, unless the next subset shows the service works.
     for (let round = 1;; round++) {
-      await opts.wait(backoffDelay(round, opts.backoff.initialMs, opts.backoff.maxMs));
+      await opts.wait(backoffDelay(round, opts.backoff));
       const again = await attempt(subset, 1);
       if (again === undefined) break;
       if (again instanceof InputRejectedError) {

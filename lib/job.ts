@@ -6,7 +6,7 @@
  * @module
  */
 
-import { abortableDelay, type Retry, retryUntilAborted } from "./async.ts";
+import { delay, type Retry, retryWithBackoff } from "./async.ts";
 import { connectProgressStore } from "./cassandra.ts";
 import type { Config } from "./config.ts";
 import type { Health } from "./http.ts";
@@ -16,7 +16,8 @@ import type { JobMetrics } from "./metrics.ts";
 import { type ParsedMessage, parseMessage, parseSyncRequest } from "./event.ts";
 import type { IsolateOptions } from "./isolate.ts";
 import { type PipelineDeps, processWindow } from "./pipeline.ts";
-import { type InputMessage, systemClock } from "./ports.ts";
+import { type InputMessage } from "./ports.ts";
+import { systemClock } from "./clock.ts";
 import { connectRelationCache, RedisDedupStore } from "./redis.ts";
 import { Runner } from "./runner.ts";
 import { SearchCollectionStatus } from "./search.ts";
@@ -190,7 +191,7 @@ export function pipelineDeps(
 export function isolation(config: Config, retry: Retry, signal: AbortSignal): IsolateOptions {
   return {
     retry,
-    wait: (ms) => abortableDelay(ms, signal),
+    wait: (ms) => delay(ms, { signal }),
     backoff: { initialMs: config.retry.initialBackoffMs, maxMs: config.retry.maxBackoffMs },
   };
 }
@@ -202,7 +203,7 @@ export function retryWithHealth(
   health: Health,
   signal: AbortSignal,
 ): Retry {
-  return retryUntilAborted({
+  return retryWithBackoff({
     initialMs: config.retry.initialBackoffMs,
     maxMs: config.retry.maxBackoffMs,
     signal,

@@ -6,7 +6,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { type EnrolmentKey, enrolmentUpdate, type Unit } from "./event.ts";
+import { type EnrolmentKey, enrolmentSync, enrolmentUpdate, type Unit } from "./event.ts";
 import type { IdSource } from "./ports.ts";
 
 /** A content action found in SPEC §6 step 3. */
@@ -179,6 +179,25 @@ export function failedEnrolment(
       failure: failureObject(failure, stamp),
     };
   });
+}
+
+/**
+ * A failed sync request (SPEC §13) as a `user-enrolment-sync` request, so
+ * that re-publishing it to the sync topic reconciles the enrolment again.
+ */
+export function failedSync(
+  key: EnrolmentKey,
+  failure: Failure,
+  stamp: Stamp,
+): Record<string, unknown> {
+  const request = enrolmentSync(key);
+  return {
+    eid: request.eid,
+    ets: stamp.now,
+    mid: `LP.${stamp.now}.${stamp.newId()}`,
+    edata: request.edata,
+    failure: failureObject(failure, stamp),
+  };
 }
 
 /** Whether `value` serialises to JSON of at most `maxBytes` UTF-8 bytes. */

@@ -35,7 +35,7 @@ import { type EnrolmentKey, type Unit } from "./event.ts";
 import { type IsolateOptions, runIsolated } from "./isolate.ts";
 import { logger } from "./log.ts";
 import type { JobMetrics } from "./metrics.ts";
-import { failedEnrolment, failedMessage, type Failure, type Stamp } from "./output.ts";
+import { failedEnrolment, failedMessage, failedSync, type Failure, type Stamp } from "./output.ts";
 import type {
   Clock,
   CollectionStatusLookup,
@@ -490,20 +490,22 @@ function survivors<T extends Enrolment>(
   return items.filter((item) => !failed.has(item));
 }
 
-/** Sends `e` to the failed topic as replayable requests: no checksum, counted once. */
+/**
+ * Sends `e` to the failed topic as replayable requests: its units as
+ * `batch-enrolment-update` requests for the input topic, and its sync request
+ * as a `user-enrolment-sync` for the sync topic. No checksum; counted once.
+ */
 function failEnrolment(run: Run, e: Enrolment, stage: string, error: unknown): void {
   const { settings } = run.deps;
   const reason = typeof error === "string" ? error : describe(error);
   const failure: Failure = { reason, stage, source: e.group.source };
-  for (
-    const value of failedEnrolment(
-      e.group.key,
-      e.units,
-      failure,
-      run.stamp,
-      settings.failedEventMaxBytes,
-    )
-  ) {
+  const values = [
+    ...e.units.length > 0
+      ? failedEnrolment(e.group.key, e.units, failure, run.stamp, settings.failedEventMaxBytes)
+      : [],
+    ...e.group.sync ? [failedSync(e.group.key, failure, run.stamp)] : [],
+  ];
+  for (const value of values) {
     run.failedEvents.push({ topic: settings.topics.failed, key: e.group.key.userId, value });
   }
   run.summary.failedEnrolments++;

@@ -159,12 +159,3 @@ export class PermanentError extends Error {
 export class InputRejectedError extends Error {
   override name = "InputRejectedError";
 }
-
-/** The system clock and timers. */
-export const systemClock: Clock = {
-  now: () => Date.now(),
-  setTimer(fn, ms) {
-    const id = setTimeout(fn, ms);
-    return () => clearTimeout(id);
-  },
-};

@@ -20,8 +20,8 @@ import {
   InputRejectedError,
   PermanentError,
   type RelationCache,
-  systemClock,
 } from "./ports.ts";
+import { systemClock } from "./clock.ts";
 
 /** Options of {@linkcode connectRedis}. */
 export interface RedisClientOptions {

@@ -7,8 +7,10 @@
  * @module
  */
 
+import { type Retry, retryWithBackoff } from "./async.ts";
 import type { Config } from "./config.ts";
-import { type Clock, type CollectionStatusLookup, systemClock } from "./ports.ts";
+import { type Clock, type CollectionStatusLookup } from "./ports.ts";
+import { systemClock } from "./clock.ts";
 
 /** The `fetch` signature the lookup calls, injectable for tests. */
 export type FetchFn = (input: string, init: RequestInit) => Promise<Response>;
@@ -17,7 +19,7 @@ export type FetchFn = (input: string, init: RequestInit) => Promise<Response>;
 export interface SearchOptions {
   clock?: Clock;
   fetch?: FetchFn;
-  /** Wait before the first retry, doubled for each further one (default 200 ms). */
+  /** Longest wait before the first retry, doubled for each further one (default 200 ms). */
   backoffMs?: number;
 }
 
@@ -58,7 +60,7 @@ export class SearchCollectionStatus implements CollectionStatusLookup {
   readonly #cfg: Config["search"];
   readonly #clock: Clock;
   readonly #fetch: FetchFn;
-  readonly #backoffMs: number;
+  readonly #retry: Retry;
   readonly #cache = new Map<string, { status: string | null; expiresAt: number }>();
 
   /** Uses the `search` settings of the job's configuration. */
@@ -67,7 +69,15 @@ export class SearchCollectionStatus implements CollectionStatusLookup {
     this.#url = `${cfg.basePath.replace(/\/+$/, "")}/v3/search`;
     this.#clock = opts.clock ?? systemClock;
     this.#fetch = opts.fetch ?? ((input, init) => fetch(input, init));
-    this.#backoffMs = opts.backoffMs ?? 200;
+    const backoffMs = opts.backoffMs ?? 200;
+    // Bounded: after the last attempt the enrolment fails (SPEC §7).
+    this.#retry = retryWithBackoff({
+      initialMs: backoffMs,
+      maxMs: backoffMs * 2 ** cfg.retries,
+      maxAttempts: cfg.retries + 1,
+      isRetriable: (error) => !(error instanceof SearchError) || error.retryable,
+      clock: this.#clock,
+    });
   }
 
   /** The status (`Live`, `Retired`, ...), or null when the service does not know the collection. */
@@ -85,32 +95,28 @@ export class SearchCollectionStatus implements CollectionStatusLookup {
   }
 
   async #withRetries(courseId: string): Promise<string | null> {
-    for (let attempt = 0;; attempt++) {
-      try {
-        return await this.#request(courseId);
-      } catch (error) {
-        const retryable = !(error instanceof SearchError) || error.retryable;
-        if (!retryable || attempt >= this.#cfg.retries) {
-          const tries = attempt + 1;
-          throw new SearchError(
-            `search for collection ${courseId} failed after ${tries} attempt${
-              tries === 1 ? "" : "s"
-            }: ${(error as Error).message}`,
-            false,
-            { cause: error },
-          );
-        }
-        await this.#sleep(this.#backoffMs * 2 ** attempt);
-      }
+    let attempts = 0;
+    try {
+      return await this.#retry("search", () => {
+        attempts++;
+        return this.#request(courseId);
+      });
+    } catch (error) {
+      throw new SearchError(
+        `search for collection ${courseId} failed after ${attempts} attempt${
+          attempts === 1 ? "" : "s"
+        }: ${(error as Error).message}`,
+        false,
+        { cause: error },
+      );
     }
   }
 
   /** One attempt. Network errors and timeouts are thrown as the fetch raised them (retryable). */
   async #request(courseId: string): Promise<string | null> {
-    // A timer cleared on every path, rather than AbortSignal.timeout, so no
-    // timer outlives the request.
+    // A timer on the clock, cleared on every path, so no timer outlives the request.
     const controller = new AbortController();
-    const timer = setTimeout(
+    const cancel = this.#clock.setTimer(
       () =>
         controller.abort(
           new DOMException(`no answer within ${this.#cfg.timeoutMs} ms`, "TimeoutError"),
@@ -131,12 +137,8 @@ export class SearchCollectionStatus implements CollectionStatusLookup {
       }
       return parseStatus(text);
     } finally {
-      clearTimeout(timer);
+      cancel();
     }
-  }
-
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => this.#clock.setTimer(resolve, ms));
   }
 }
 

@@ -622,7 +622,7 @@ Deno.test(
       await stack.seedSets(exampleSets(courseId));
       const replay = await run(["replay", file]);
       assert.equal(replay.code, 0, replay.out);
-      assert.match(replay.out, new RegExp(`sent 1 events to ${stack.topics.input}, 0 not sent`));
+      assert.match(replay.out, new RegExp(`sent 1 to ${stack.topics.input}; 0 not sent`));
       const row = await waitFor("the replayed enrolment", async () => {
         const r = await stack.enrolment(key);
         return r?.status === 2 ? r : null;
@@ -637,7 +637,7 @@ Deno.test(
       const partly = await run(["replay", file]);
       assert.equal(partly.code, 1, partly.out);
       assert.match(partly.out, /^line 2 not sent: /m);
-      assert.match(partly.out, /sent 1 events to .*, 1 not sent/);
+      assert.match(partly.out, /sent 1 to .*; 1 not sent/);
     } finally {
       const status = await job.stop();
       await stack.close();

@@ -513,3 +513,19 @@ Deno.test("a sync request recomputes progress from stored rows: no counters, no 
   assert.equal(world.sink.on("cert").length, 1);
   assert.equal(world.dedup.keys.size, 0, "a sync stores no checksum");
 });
+
+Deno.test("a failed sync request is re-published as a sync request, which then reconciles", async () => {
+  const world = stubWorld({ statuses: { C1: "Live" } });
+  world.progress.seedEnrolment(EXAMPLE_KEY, 1);
+  for (const row of EXAMPLE_ROWS) world.progress.seedConsumption(EXAMPLE_KEY, row);
+  const sync = { eid: "BE_JOB_REQUEST", edata: { action: "user-enrolment-sync", ...EXAMPLE_KEY } };
+  await processWindow(windowOf([sync], { topic: "sync" }), world.deps);
+  const [failed] = world.sink.on("failed");
+  assert.deepEqual(failed.edata, { action: "user-enrolment-sync", ...EXAMPLE_KEY });
+  assert.equal((failed.failure as { source: { topic: string } }).source.topic, "sync");
+
+  for (const [k, v] of Object.entries(exampleSets())) world.relations.sets.set(k, v);
+  const summary = await processWindow(windowOf([failed], { topic: "sync" }), world.deps);
+  assert.equal(summary.processed, 1);
+  assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.progress, 1);
+});

@@ -382,7 +382,7 @@ Deno.test("an abort (SIGINT) stops between windows: done ones printed, the rest 
   const w = world();
   const controller = new AbortController();
   let calls = 0;
-  // Like retryUntilAborted: an aborted signal ends the next stage.
+  // Like retryWithBackoff: an aborted signal ends the next stage.
   const retry = <T>(_stage: string, fn: () => Promise<T>): Promise<T> =>
     controller.signal.aborted ? Promise.reject(new AbortedError("SIGINT received")) : fn();
   const members = w.relations.members.bind(w.relations);
