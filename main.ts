@@ -211,7 +211,7 @@ async function run(config: Config): Promise<number> {
   log.info("activity-aggregate-updater {version} starting", { version: VERSION });
   let code = 0;
   try {
-    job = await startJob(config, metrics, health, startup.signal);
+    job = await startJob(config, { metrics, health, signal: startup.signal });
     if (signalled) job.stop();
     await job.done;
     log.info("stopped cleanly");

@@ -59,7 +59,7 @@ export function unitsOf(courseId: string, contentIds: Iterable<string>, sets: St
 }
 
 /** Whether the enrolment filter skips this enrolment: it is missing or already completed. */
-export function isAlreadyProcessed(row: EnrolmentRow | null): boolean {
+function isAlreadyProcessed(row: EnrolmentRow | null): boolean {
   return row === null || row.status === 2;
 }
 

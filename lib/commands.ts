@@ -81,13 +81,13 @@ async function checkSearch(config: Config): Promise<string[]> {
 }
 
 /** What `replay` did with a file. */
-export interface ReplayReport {
+interface ReplayReport {
   sent: number;
   invalid: { line: number; reason: string }[];
 }
 
 /** Reads JSON lines into input events keyed by `edata.userId`; bad lines are reported. */
-export function replayEvents(text: string, topics: { input: string; sync: string | null }): {
+function replayEvents(text: string, topics: { input: string; sync: string | null }): {
   events: OutputEvent[];
   invalid: ReplayReport["invalid"];
 } {

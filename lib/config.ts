@@ -212,41 +212,47 @@ export function parseDuration(text: string): number | null {
 
 /** Reads variables, recording a problem (and returning the default) for each bad one. */
 class Reader {
-  constructor(private env: Env, private problems: string[]) {}
+  readonly #env: Env;
+  readonly #problems: string[];
 
-  private raw(name: string): string | undefined {
-    const value = this.env[name];
+  constructor(env: Env, problems: string[]) {
+    this.#env = env;
+    this.#problems = problems;
+  }
+
+  #raw(name: string): string | undefined {
+    const value = this.#env[name];
     return value === undefined || value.trim() === "" ? undefined : value.trim();
   }
 
-  private parse<T>(name: string, fallback: T, expected: string, fn: (v: string) => T | null): T {
-    const value = this.raw(name);
+  #parse<T>(name: string, fallback: T, expected: string, fn: (v: string) => T | null): T {
+    const value = this.#raw(name);
     if (value === undefined) return fallback;
     const parsed = fn(value);
     if (parsed === null) {
-      this.problems.push(`${name}=${JSON.stringify(value)}: expected ${expected}`);
+      this.#problems.push(`${name}=${JSON.stringify(value)}: expected ${expected}`);
       return fallback;
     }
     return parsed;
   }
 
   string(name: string, fallback: string): string {
-    return this.raw(name) ?? fallback;
+    return this.#raw(name) ?? fallback;
   }
 
   optionalString(name: string): string | null {
-    return this.raw(name) ?? null;
+    return this.#raw(name) ?? null;
   }
 
   list(name: string, fallback: string): string[] {
-    return this.parse(name, fallback.split(","), "a comma-separated list", (v) => {
+    return this.#parse(name, fallback.split(","), "a comma-separated list", (v) => {
       const items = v.split(",").map((s) => s.trim()).filter((s) => s !== "");
       return items.length > 0 ? items : null;
     });
   }
 
   identifier(name: string, fallback: string): string {
-    return this.parse(
+    return this.#parse(
       name,
       fallback,
       "a CQL identifier (letters, digits, _)",
@@ -255,21 +261,21 @@ class Reader {
   }
 
   boolean(name: string, fallback: boolean): boolean {
-    return this.parse(name, fallback, "true or false", (v) => {
+    return this.#parse(name, fallback, "true or false", (v) => {
       const lower = v.toLowerCase();
       return lower === "true" ? true : lower === "false" ? false : null;
     });
   }
 
   positiveInt(name: string, fallback: number): number {
-    return this.parse(name, fallback, "a positive integer", (v) => {
+    return this.#parse(name, fallback, "a positive integer", (v) => {
       const n = /^\d+$/.test(v) ? Number(v) : NaN;
       return Number.isSafeInteger(n) && n > 0 ? n : null;
     });
   }
 
   nonNegativeInt(name: string, fallback: number): number {
-    return this.parse(
+    return this.#parse(
       name,
       fallback,
       "a whole number (0 or more)",
@@ -278,7 +284,7 @@ class Reader {
   }
 
   databaseIndex(name: string, fallback: number): number {
-    return this.parse(name, fallback, "a Redis database index (0-15)", (v) => {
+    return this.#parse(name, fallback, "a Redis database index (0-15)", (v) => {
       const n = /^\d+$/.test(v) ? Number(v) : NaN;
       return n >= 0 && n <= 15 ? n : null;
     });
@@ -286,21 +292,21 @@ class Reader {
 
   port(name: string, fallback: number, opts: { allowZero?: boolean } = {}): number {
     const range = opts.allowZero ? "0-65535" : "1-65535";
-    return this.parse(name, fallback, `a port number (${range})`, (v) => {
+    return this.#parse(name, fallback, `a port number (${range})`, (v) => {
       const n = /^\d+$/.test(v) ? Number(v) : NaN;
       return n <= 65535 && (n > 0 || (opts.allowZero && n === 0)) ? n : null;
     });
   }
 
   duration(name: string, fallbackMs: number, opts: { allowZero?: boolean } = {}): number {
-    return this.parse(name, fallbackMs, "a duration such as 5, 250ms, 2s or 1m", (v) => {
+    return this.#parse(name, fallbackMs, "a duration such as 5, 250ms, 2s or 1m", (v) => {
       const ms = parseDuration(v);
       return ms !== null && (ms > 0 || (opts.allowZero && ms === 0)) ? ms : null;
     });
   }
 
   url(name: string, fallback: string): string {
-    return this.parse(name, fallback, "an http(s) URL", (v) => {
+    return this.#parse(name, fallback, "an http(s) URL", (v) => {
       try {
         const url = new URL(v);
         return url.protocol === "http:" || url.protocol === "https:" ? v.replace(/\/+$/, "") : null;
@@ -311,7 +317,7 @@ class Reader {
   }
 
   oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
-    return this.parse(
+    return this.#parse(
       name,
       fallback,
       `one of ${allowed.join(", ")}`,

@@ -33,7 +33,7 @@ export type ParsedMessage =
   | { kind: "failed"; reason: string; original: Record<string, unknown> | string };
 
 /** The action this job handles on the input topic; others are skipped. */
-export const ENROLMENT_UPDATE_ACTION = "batch-enrolment-update";
+const ENROLMENT_UPDATE_ACTION = "batch-enrolment-update";
 
 /** The action of an enrolment sync request (SPEC §13); others are skipped. */
 export const ENROLMENT_SYNC_ACTION = "user-enrolment-sync";

@@ -40,24 +40,27 @@ export interface RunningJob {
   stop(): Promise<void>;
 }
 
+/** Where the job reports, and the signal that ends its waits (a stop during start-up). */
+export interface Observers {
+  metrics: JobMetrics;
+  health: Health;
+  signal: AbortSignal;
+}
+
 /**
  * Connects and starts consuming. Services that are down at start-up are
  * waited for with backoff until `signal` aborts; a permanent error (a missing
  * table, bad credentials) rejects at once.
  */
-export async function startJob(
-  config: Config,
-  metrics: JobMetrics,
-  health: Health,
-  signal: AbortSignal,
-): Promise<RunningJob> {
+export async function startJob(config: Config, observers: Observers): Promise<RunningJob> {
+  const { metrics, health, signal } = observers;
   const closers: (() => Promise<void>)[] = [];
   const closeAll = async () => {
     for (const close of closers.reverse()) {
       await close().catch((e) => log.warn("close failed: {error}", { error: String(e) }));
     }
   };
-  const startupRetry = retryWithHealth(config, metrics, health, signal);
+  const startupRetry = retryWithHealth(config, observers);
   try {
     const progress = await startupRetry(
       "connect-cassandra",
@@ -117,7 +120,7 @@ export async function startJob(
           ...deps,
           isolate: isolation(
             config,
-            retryWithHealth(config, metrics, health, windowSignal),
+            retryWithHealth(config, { metrics, health, signal: windowSignal }),
             windowSignal,
           ),
         }),
@@ -148,13 +151,13 @@ export async function startJob(
 }
 
 /** The topics the job consumes: the input topic, and the sync topic when it is on. */
-export function inputTopics(config: Config): string[] {
+function inputTopics(config: Config): string[] {
   const { inputTopic, syncTopic } = config.kafka;
   return syncTopic ? [inputTopic, syncTopic] : [inputTopic];
 }
 
 /** Parses a consumed message by its topic: a sync request, or an input event. */
-export function messageParser(config: Config): (message: InputMessage) => ParsedMessage {
+function messageParser(config: Config): (message: InputMessage) => ParsedMessage {
   const { syncTopic } = config.kafka;
   return (message) =>
     message.topic === syncTopic ? parseSyncRequest(message.value) : parseMessage(message.value);
@@ -197,12 +200,8 @@ export function isolation(config: Config, retry: Retry, signal: AbortSignal): Is
 }
 
 /** The job's retry: backoff until `signal` aborts, reporting outages in logs, metrics and health. */
-export function retryWithHealth(
-  config: Config,
-  metrics: JobMetrics,
-  health: Health,
-  signal: AbortSignal,
-): Retry {
+function retryWithHealth(config: Config, observers: Observers): Retry {
+  const { metrics, health, signal } = observers;
   return retryWithBackoff({
     initialMs: config.retry.initialBackoffMs,
     maxMs: config.retry.maxBackoffMs,

@@ -103,7 +103,7 @@ export function classifyKafkaError(error: unknown): unknown {
 }
 
 /** Longest wait of one fetch round; bounds how long a disconnect waits for it. */
-export const FETCH_MAX_WAIT_MS = 1000;
+const FETCH_MAX_WAIT_MS = 1000;
 
 /** How often a blocked batch handler keeps the group membership alive. */
 const HEARTBEAT_WHILE_BLOCKED_MS = 1000;

@@ -143,12 +143,10 @@ export function failedMessage(input: FailedMessageInput, stamp: Stamp): Record<s
  * request, or several when its units would not fit in `maxBytes` together.
  */
 export function failedEnrolment(
-  key: EnrolmentKey,
-  units: Unit[],
-  failure: Failure,
+  input: { key: EnrolmentKey; units: Unit[]; failure: Failure; maxBytes: number },
   stamp: Stamp,
-  maxBytes: number,
 ): Record<string, unknown>[] {
+  const { key, units, failure, maxBytes } = input;
   const contents = units.map((u) => ({ contentId: u.contentId, status: 2 }));
   // Ids are at most 512 bytes, so a share of the limit leaves ample room for the envelope.
   const budget = Math.max(1, Math.floor(maxBytes / 2));

@@ -501,7 +501,12 @@ function failEnrolment(run: Run, e: Enrolment, stage: string, error: unknown): v
   const failure: Failure = { reason, stage, source: e.group.source };
   const values = [
     ...e.units.length > 0
-      ? failedEnrolment(e.group.key, e.units, failure, run.stamp, settings.failedEventMaxBytes)
+      ? failedEnrolment({
+        key: e.group.key,
+        units: e.units,
+        failure,
+        maxBytes: settings.failedEventMaxBytes,
+      }, run.stamp)
       : [],
     ...e.group.sync ? [failedSync(e.group.key, failure, run.stamp)] : [],
   ];

@@ -27,17 +27,17 @@ import type { DedupStore, EventSink, InputMessage, ProgressStore } from "./ports
 import { WindowBuilder } from "./window.ts";
 
 /** Sync entries per window: enrolments read, planned and written together. */
-export const DEFAULT_WINDOW_SIZE = 500;
+const DEFAULT_WINDOW_SIZE = 500;
 
 /**
  * Windows in flight at once. A FILE names each enrolment once, so two
  * windows never share one; while one waits for Cassandra or Kafka, the next
  * is read and planned.
  */
-export const DEFAULT_PARALLEL_WINDOWS = 2;
+const DEFAULT_PARALLEL_WINDOWS = 2;
 
 /** The topic named in a reconciled enrolment's `failure.source`. */
-export const RECONCILE_SOURCE_TOPIC = "reconcile";
+const RECONCILE_SOURCE_TOPIC = "reconcile";
 
 /** A bad command line or an unusable FILE: exit code 2. */
 export class UsageError extends Error {
@@ -272,7 +272,7 @@ export const DISCARDING_SINK: EventSink = { send: () => Promise.resolve() };
  * The ports of a dry run: reads stay real; the progress store's writes, every
  * event and the de-duplication store's writes go nowhere.
  */
-export function dryRunPorts<
+function dryRunPorts<
   T extends { progress: ProgressStore; sink: EventSink; dedup: DedupStore },
 >(deps: T): T {
   const { progress, dedup } = deps;
@@ -493,7 +493,7 @@ function count(summary: ReconcileSummary, kind: Kind, outcome: EnrolmentOutcome)
  * `completed  user=U-1 course=C1 batch=B1 progress=2→3 status=1→2 certificate=requested`.
  * Ids with spaces, quotes or `=` are shown as JSON strings.
  */
-export function outcomeLine(kind: Kind, outcome: EnrolmentOutcome): string {
+function outcomeLine(kind: Kind, outcome: EnrolmentOutcome): string {
   const { key, before, after } = outcome;
   const value = (v: number | null | undefined) => v === null || v === undefined ? "-" : String(v);
   const then = (field: "progress" | "status") => {
@@ -524,7 +524,7 @@ function rate(count: number, ms: number): string {
 }
 
 /** The summary printed at the end. */
-export function summaryLine(s: ReconcileSummary): string {
+function summaryLine(s: ReconcileSummary): string {
   const failed = s.invalidLines > 0
     ? `${s.failed} failed (${s.invalidLines} invalid lines)`
     : `${s.failed} failed`;

@@ -68,7 +68,7 @@ Deno.test("a failed enrolment too large for one event is split into replayable r
     ...EXAMPLE_KEY,
     contentId: `${"c".repeat(500)}-${i}`,
   }));
-  const events = failedEnrolment(EXAMPLE_KEY, units, failure, stamp, 100_000);
+  const events = failedEnrolment({ key: EXAMPLE_KEY, units, failure, maxBytes: 100_000 }, stamp);
   assert.ok(events.length > 1);
   const contents = events.flatMap((e) =>
     (e.edata as { contents: { contentId: string }[] }).contents
