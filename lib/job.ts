@@ -19,7 +19,7 @@ import { type PipelineDeps, processWindow } from "./pipeline.ts";
 import { type InputMessage } from "./ports.ts";
 import { systemClock } from "./clock.ts";
 import { connectRelationCache, RedisDedupStore } from "./redis.ts";
-import { Runner } from "./runner.ts";
+import { Runner, type RunnerDeps } from "./runner.ts";
 import { SearchCollectionStatus } from "./search.ts";
 import { VERSION } from "./version.ts";
 
@@ -115,15 +115,7 @@ export async function startJob(config: Config, observers: Observers): Promise<Ru
       clock: systemClock,
       limits: config.window,
       metrics,
-      process: (window, windowSignal) =>
-        processWindow(window, {
-          ...deps,
-          isolate: isolation(
-            config,
-            retryWithHealth(config, { metrics, health, signal: windowSignal }),
-            windowSignal,
-          ),
-        }),
+      process: windowProcessor(config, deps, { metrics, health }),
     });
     const done = runner.run();
     health.markConnected();
@@ -188,6 +180,23 @@ export function pipelineDeps(
       },
     },
   };
+}
+
+/**
+ * The link from the consumer loop to the pipeline: each closed window goes
+ * through {@linkcode processWindow}, its steps retrying (and reporting
+ * outages) until the runner abandons it through `signal`.
+ */
+function windowProcessor(
+  config: Config,
+  deps: Omit<PipelineDeps, "isolate">,
+  observers: Omit<Observers, "signal">,
+): RunnerDeps["process"] {
+  return (window, signal) =>
+    processWindow(window, {
+      ...deps,
+      isolate: isolation(config, retryWithHealth(config, { ...observers, signal }), signal),
+    });
 }
 
 /** How a window's steps retry, wait and back off until `signal` aborts. */
