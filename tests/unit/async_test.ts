@@ -84,7 +84,12 @@ Deno.test("a bounded retry throws the last error after maxAttempts", async () =>
 Deno.test("aborting during a wait abandons the work with an AbortedError", async () => {
   const clock = new FakeClock();
   const controller = new AbortController();
-  const retry = retryWithBackoff({ initialMs: 1000, maxMs: 1000, clock, signal: controller.signal });
+  const retry = retryWithBackoff({
+    initialMs: 1000,
+    maxMs: 1000,
+    clock,
+    signal: controller.signal,
+  });
   const result = retry("write-progress", () => Promise.reject(new Outage("down")))
     .catch((error) => error);
   await settle();

@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 const CORE = ["aggregate.ts", "output.ts", "window.ts", "checksum.ts", "event.ts"];
 /** The only imports outside lib/ the core may have: hashing. */
 const ALLOWED_EXTERNAL = new Set(["node:crypto"]);
-const IO = /\b(fetch|Deno\.|setTimeout|setInterval|Date\.now|performance\.now|crypto\.randomUUID)\b/;
+const IO =
+  /\b(fetch|Deno\.|setTimeout|setInterval|Date\.now|performance\.now|crypto\.randomUUID)\b/;
 
 const lib = new URL("../../lib/", import.meta.url);
 
