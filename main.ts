@@ -10,11 +10,10 @@
 
 import { parseArgs } from "node:util";
 import { retryWithBackoff } from "./lib/async.ts";
-import { connectProgressStore } from "./lib/cassandra.ts";
 import { checkServices, replayFile } from "./lib/commands.ts";
 import { type Config, ConfigError, loadConfig, mergeEnv, parseDotenv } from "./lib/config.ts";
 import { Health, probeHealth, serveOps } from "./lib/http.ts";
-import { isolation, pipelineDeps, startJob } from "./lib/job.ts";
+import { connectStores, isolation, pipelineDeps, startJob } from "./lib/job.ts";
 import { kafkaClient, KafkaSink, muteKafkajsTimerWarning } from "./lib/kafka.ts";
 import { logger, setupLogging } from "./lib/log.ts";
 import { JobMetrics } from "./lib/metrics.ts";
@@ -30,7 +29,7 @@ import {
   singleEnrolment,
   UsageError,
 } from "./lib/reconcile.ts";
-import { connectRelationCache, RedisDedupStore } from "./lib/redis.ts";
+
 import { SearchCollectionStatus } from "./lib/search.ts";
 import { VERSION } from "./lib/version.ts";
 
@@ -271,18 +270,7 @@ async function reconcileCommand(
   });
   const closers: (() => Promise<void>)[] = [];
   try {
-    const progress = await retry(
-      "connect-cassandra",
-      () => connectProgressStore(config.cassandra, config.writeBatchSize),
-    );
-    closers.push(() => progress.close());
-    const relations = await retry(
-      "connect-relation-cache",
-      () => connectRelationCache(config.relationCache),
-    );
-    closers.push(relations.close);
-    const dedup = await retry("connect-dedup", () => RedisDedupStore.connect(config.dedup));
-    closers.push(() => dedup.close());
+    const stores = await connectStores(config, retry, closers);
     let sink: EventSink = DISCARDING_SINK;
     if (!dryRun) {
       const kafka = new KafkaSink(
@@ -293,9 +281,7 @@ async function reconcileCommand(
       sink = kafka;
     }
     const deps = pipelineDeps(config, {
-      progress,
-      relations: relations.cache,
-      dedup,
+      ...stores,
       collections: new SearchCollectionStatus(config.search),
       sink,
       metrics: new JobMetrics(),

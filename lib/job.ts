@@ -53,7 +53,7 @@ export interface Observers {
  * table, bad credentials) rejects at once.
  */
 export async function startJob(config: Config, observers: Observers): Promise<RunningJob> {
-  const { metrics, health, signal } = observers;
+  const { metrics, health } = observers;
   const closers: (() => Promise<void>)[] = [];
   const closeAll = async () => {
     for (const close of closers.reverse()) {
@@ -62,18 +62,7 @@ export async function startJob(config: Config, observers: Observers): Promise<Ru
   };
   const startupRetry = retryWithHealth(config, observers);
   try {
-    const progress = await startupRetry(
-      "connect-cassandra",
-      () => connectProgressStore(config.cassandra, config.writeBatchSize),
-    );
-    closers.push(() => progress.close());
-    const relations = await startupRetry(
-      "connect-relation-cache",
-      () => connectRelationCache(config.relationCache),
-    );
-    closers.push(relations.close);
-    const dedup = await startupRetry("connect-dedup", () => RedisDedupStore.connect(config.dedup));
-    closers.push(() => dedup.close());
+    const { progress, relations, dedup } = await connectStores(config, startupRetry, closers);
 
     const kafka = kafkaClient(config.kafka, `activity-aggregate-updater-${VERSION}`);
     const sink = new KafkaSink(kafka);
@@ -103,7 +92,7 @@ export async function startJob(config: Config, observers: Observers): Promise<Ru
 
     const deps = pipelineDeps(config, {
       progress,
-      relations: relations.cache,
+      relations,
       dedup,
       collections: new SearchCollectionStatus(config.search),
       sink,
@@ -140,6 +129,33 @@ export async function startJob(config: Config, observers: Observers): Promise<Ru
     await closeAll();
     throw error;
   }
+}
+
+/** The stores a window needs. */
+export type Stores = Pick<PipelineDeps, "progress" | "relations" | "dedup">;
+
+/**
+ * Connects Cassandra and both Redis databases through `retry` (services not
+ * up yet are waited for); `closers` gains how to close each.
+ */
+export async function connectStores(
+  config: Config,
+  retry: Retry,
+  closers: (() => Promise<void>)[],
+): Promise<Stores> {
+  const progress = await retry(
+    "connect-cassandra",
+    () => connectProgressStore(config.cassandra, config.writeBatchSize),
+  );
+  closers.push(() => progress.close());
+  const relations = await retry(
+    "connect-relation-cache",
+    () => connectRelationCache(config.relationCache),
+  );
+  closers.push(relations.close);
+  const dedup = await retry("connect-dedup", () => RedisDedupStore.connect(config.dedup));
+  closers.push(() => dedup.close());
+  return { progress, relations: relations.cache, dedup };
 }
 
 /** The topics the job consumes: the input topic, and the sync topic when it is on. */
