@@ -273,12 +273,10 @@ async function reconcileCommand(
     const stores = await connectStores(config, retry, closers);
     let sink: EventSink = DISCARDING_SINK;
     if (!dryRun) {
-      const kafka = new KafkaSink(
-        kafkaClient(config.kafka, `activity-aggregate-updater-reconcile`),
-      );
-      await retry("connect-kafka-producer", () => kafka.connect());
-      closers.push(() => kafka.disconnect());
-      sink = kafka;
+      const kafka = kafkaClient(config.kafka, "activity-aggregate-updater-reconcile");
+      const producer = await retry("connect-kafka-producer", () => KafkaSink.connect(kafka));
+      closers.push(() => producer.close());
+      sink = producer;
     }
     const deps = pipelineDeps(config, {
       ...stores,

@@ -20,7 +20,7 @@
 import cassandra from "cassandra-driver";
 import { Partitioners } from "kafkajs";
 import { type Retry, retryWithBackoff } from "../lib/async.ts";
-import { connectProgressStore } from "../lib/cassandra.ts";
+import { CassandraProgressStore } from "../lib/cassandra_store.ts";
 import { loadConfig } from "../lib/config.ts";
 import { parseMessage } from "../lib/event.ts";
 import { kafkaClient, KafkaSink } from "../lib/kafka.ts";
@@ -207,15 +207,14 @@ async function profile(
     const runId = await redisRunId(stack);
     await seed(stack, data);
     const config = loadConfig(stack.envForJob({ THRESHOLD_BATCH_READ_SIZE: String(size) }));
-    const progress = await connectProgressStore(config.cassandra, config.writeBatchSize);
+    const progress = await CassandraProgressStore.connect(config.cassandra, config.writeBatchSize);
     closers.push(() => progress.close());
     const relations = await connectRelationCache(config.relationCache);
     closers.push(relations.close);
     const dedup = await RedisDedupStore.connect(config.dedup);
     closers.push(() => dedup.close());
-    const sink = new KafkaSink(kafkaClient(config.kafka, "bench-stage-profile"));
-    await sink.connect();
-    closers.push(() => sink.disconnect());
+    const sink = await KafkaSink.connect(kafkaClient(config.kafka, "bench-stage-profile"));
+    closers.push(() => sink.close());
 
     // Count the requests the enrolment writes make: one plain update per
     // enrolment, plus one LWT per status move.

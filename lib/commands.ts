@@ -4,7 +4,7 @@
  * @module
  */
 
-import { checkCassandraSchema } from "./cassandra.ts";
+import { checkCassandraSchema } from "./cassandra_schema.ts";
 import type { Config } from "./config.ts";
 import { ENROLMENT_SYNC_ACTION } from "./event.ts";
 import { kafkaClient, KafkaSink, missingTopics } from "./kafka.ts";
@@ -127,12 +127,13 @@ export async function replayFile(
   });
   for (const { line, reason } of invalid) print(`line ${line} not sent: ${reason}`);
   if (events.length > 0) {
-    const sink = new KafkaSink(kafkaClient(config.kafka, "activity-aggregate-updater-replay"));
-    await sink.connect();
+    const sink = await KafkaSink.connect(
+      kafkaClient(config.kafka, "activity-aggregate-updater-replay"),
+    );
     try {
       await sink.send(events);
     } finally {
-      await sink.disconnect();
+      await sink.close();
     }
   }
   const counts = new Map<string, number>();

@@ -7,7 +7,7 @@
  */
 
 import { delay, type Retry, retryWithBackoff } from "./async.ts";
-import { connectProgressStore } from "./cassandra.ts";
+import { CassandraProgressStore } from "./cassandra_store.ts";
 import type { Config } from "./config.ts";
 import type { Health } from "./http.ts";
 import { kafkaClient, KafkaInput, KafkaSink } from "./kafka.ts";
@@ -65,30 +65,29 @@ export async function startJob(config: Config, observers: Observers): Promise<Ru
     const { progress, relations, dedup } = await connectStores(config, startupRetry, closers);
 
     const kafka = kafkaClient(config.kafka, `activity-aggregate-updater-${VERSION}`);
-    const sink = new KafkaSink(kafka);
-    await startupRetry("connect-kafka-producer", () => sink.connect());
-    closers.push(() => sink.disconnect());
+    const sink = await startupRetry("connect-kafka-producer", () => KafkaSink.connect(kafka));
+    closers.push(() => sink.close());
     let runner: Runner | null = null;
-    const input = new KafkaInput(kafka, {
-      groupId: config.kafka.groupId,
-      topics: inputTopics(config),
-      sessionTimeoutMs: config.kafka.sessionTimeoutMs,
-      fetchMaxBytes: config.kafka.fetchMaxBytes,
-      fetchMaxBytesPerPartition: config.kafka.fetchMaxBytesPerPartition,
-      metrics,
-      onCrash(error, restarting) {
-        if (restarting) {
-          reportOutage(metrics, health, CONSUMER_STAGE, true);
-        } else {
-          // The consumer is gone for good: exit (nothing unfinished is
-          // committed) and let the orchestrator start a fresh process.
-          runner?.abort(new Error(`the Kafka consumer stopped: ${error}`));
-        }
-      },
-      onJoin: () => reportOutage(metrics, health, CONSUMER_STAGE, false),
-    });
-    await startupRetry("connect-kafka-consumer", () => input.connect());
-    closers.push(() => input.disconnect());
+    const input = await startupRetry("connect-kafka-consumer", () =>
+      KafkaInput.connect(kafka, {
+        groupId: config.kafka.groupId,
+        topics: inputTopics(config),
+        sessionTimeoutMs: config.kafka.sessionTimeoutMs,
+        fetchMaxBytes: config.kafka.fetchMaxBytes,
+        fetchMaxBytesPerPartition: config.kafka.fetchMaxBytesPerPartition,
+        metrics,
+        onCrash(error, restarting) {
+          if (restarting) {
+            reportOutage(metrics, health, CONSUMER_STAGE, true);
+          } else {
+            // The consumer is gone for good: exit (nothing unfinished is
+            // committed) and let the orchestrator start a fresh process.
+            runner?.abort(new Error(`the Kafka consumer stopped: ${error}`));
+          }
+        },
+        onJoin: () => reportOutage(metrics, health, CONSUMER_STAGE, false),
+      }));
+    closers.push(() => input.close());
 
     const deps = pipelineDeps(config, {
       progress,
@@ -145,7 +144,7 @@ export async function connectStores(
 ): Promise<Stores> {
   const progress = await retry(
     "connect-cassandra",
-    () => connectProgressStore(config.cassandra, config.writeBatchSize),
+    () => CassandraProgressStore.connect(config.cassandra, config.writeBatchSize),
   );
   closers.push(() => progress.close());
   const relations = await retry(

@@ -192,14 +192,20 @@ export class KafkaInput implements InputSource {
     });
   }
 
-  /** Connects and subscribes; a new group starts at the earliest offset so nothing is skipped. */
-  async connect(): Promise<void> {
+  /**
+   * A consumer of `opts.topics`, connected and subscribed; a new group starts
+   * at the earliest offset so nothing is skipped.
+   */
+  static async connect(kafka: Kafka, opts: KafkaInputOptions): Promise<KafkaInput> {
+    const input = new KafkaInput(kafka, opts);
     try {
-      await this.#consumer.connect();
-      await this.#consumer.subscribe({ topics: this.#topics, fromBeginning: true });
+      await input.#consumer.connect();
+      await input.#consumer.subscribe({ topics: input.#topics, fromBeginning: true });
     } catch (error) {
+      await input.close().catch(() => {});
       throw classifyKafkaError(error);
     }
+    return input;
   }
 
   async start(handle: (messages: InputMessage[]) => Promise<void>): Promise<void> {
@@ -240,7 +246,7 @@ export class KafkaInput implements InputSource {
   }
 
   /** Leaves the group and closes the connections. */
-  disconnect(): Promise<void> {
+  close(): Promise<void> {
     return this.#consumer.disconnect();
   }
 }
@@ -259,12 +265,16 @@ export class KafkaSink implements EventSink {
     });
   }
 
-  async connect(): Promise<void> {
+  /** A producer for `kafka`, connected. */
+  static async connect(kafka: Kafka): Promise<KafkaSink> {
+    const sink = new KafkaSink(kafka);
     try {
-      await this.#producer.connect();
+      await sink.#producer.connect();
     } catch (error) {
+      await sink.close().catch(() => {});
       throw classifyKafkaError(error);
     }
+    return sink;
   }
 
   /** Sends in requests below the broker's size limit, one after another to keep key order. */
@@ -278,7 +288,8 @@ export class KafkaSink implements EventSink {
     }
   }
 
-  disconnect(): Promise<void> {
+  /** Flushes nothing (every send was acknowledged) and closes the connections. */
+  close(): Promise<void> {
     return this.#producer.disconnect();
   }
 }

@@ -8,13 +8,9 @@
 
 import assert from "node:assert/strict";
 import cassandra from "cassandra-driver";
-import {
-  CassandraProgressStore,
-  checkCassandraSchema,
-  connectProgressStore,
-  createClient,
-  verifySchema,
-} from "../../lib/cassandra.ts";
+import { connectClient, createClient } from "../../lib/cassandra_client.ts";
+import { checkCassandraSchema, verifySchema } from "../../lib/cassandra_schema.ts";
+import { CassandraProgressStore } from "../../lib/cassandra_store.ts";
 import type { EnrolmentKey } from "../../lib/event.ts";
 import { type EnrolmentWrite, PermanentError } from "../../lib/ports.ts";
 import { identifierSuffix, stackCassandra, unique } from "../../scripts/local_stack.ts";
@@ -28,11 +24,14 @@ async function withStore(
   fn: (store: CassandraProgressStore, client: cassandra.Client) => Promise<void>,
   batchSize = 3,
 ): Promise<void> {
-  const store = await connectProgressStore(cfg, batchSize);
+  const [store, client] = await Promise.all([
+    CassandraProgressStore.connect(cfg, batchSize),
+    connectClient(cfg),
+  ]);
   try {
-    await fn(store, store.client);
+    await fn(store, client);
   } finally {
-    await store.close();
+    await Promise.all([store.close(), client.shutdown()]);
   }
 }
 
@@ -312,7 +311,7 @@ Deno.test("cassandra: status changes never move 2 back to 1; null and 0 move to 
 });
 
 Deno.test("cassandra: a missing table or keyspace is a PermanentError", async () => {
-  const missingTable = await connectProgressStore(
+  const missingTable = await CassandraProgressStore.connect(
     stackCassandra({ consumptionTable: "no_such_table" }),
     10,
   );
@@ -325,7 +324,7 @@ Deno.test("cassandra: a missing table or keyspace is a PermanentError", async ()
   } finally {
     await missingTable.close();
   }
-  const missingKeyspace = await connectProgressStore(
+  const missingKeyspace = await CassandraProgressStore.connect(
     stackCassandra({ keyspace: `no_such_ks_${identifierSuffix()}` }),
     10,
   );
@@ -346,7 +345,7 @@ Deno.test("cassandra: a missing table or keyspace is a PermanentError", async ()
 });
 
 Deno.test("cassandra: an unreachable cluster is a retryable (non-permanent) error", async () => {
-  const error = await connectProgressStore(stackCassandra({ port: 1 }), 10).then(
+  const error = await CassandraProgressStore.connect(stackCassandra({ port: 1 }), 10).then(
     () => null,
     (e: unknown) => e,
   );

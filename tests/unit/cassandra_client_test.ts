@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type cassandra from "cassandra-driver";
-import { createClient, RECONNECT_MAX_DELAY_MS } from "../../lib/cassandra.ts";
+import { createClient, RECONNECT_MAX_DELAY_MS } from "../../lib/cassandra_client.ts";
 import { loadConfig } from "../../lib/config.ts";
 
 Deno.test("the driver retries a node that went down at least every RECONNECT_MAX_DELAY_MS", async () => {

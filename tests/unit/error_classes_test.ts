@@ -5,7 +5,7 @@
  * (the enrolment or message fails alone), or time (an outage, waited out).
  */
 import assert from "node:assert/strict";
-import { classifyError } from "../../lib/cassandra.ts";
+import { classifyCassandraError } from "../../lib/cassandra_client.ts";
 import { classifyKafkaError } from "../../lib/kafka.ts";
 import { InputRejectedError, PermanentError } from "../../lib/ports.ts";
 import { classifyRedisError } from "../../lib/redis.ts";
@@ -21,26 +21,26 @@ function classOf(error: unknown): Class {
 
 const EXPECTED: Record<string, [Class, (e: unknown) => unknown]> = {
   // Cassandra: a key too long or a value a column cannot hold is the input's.
-  "key-too-long-update": ["input", classifyError],
-  "key-too-long-select": ["input", classifyError],
-  "key-too-long-composite": ["input", classifyError],
-  "clustering-key-too-long": ["input", classifyError],
-  "wrong-type-string-for-int": ["input", classifyError],
-  "wrong-type-number-for-text": ["input", classifyError],
-  "int-out-of-range": ["input", classifyError],
-  "null-key": ["input", classifyError],
-  "empty-partition-key": ["input", classifyError],
-  "batch-too-large": ["input", classifyError],
+  "key-too-long-update": ["input", classifyCassandraError],
+  "key-too-long-select": ["input", classifyCassandraError],
+  "key-too-long-composite": ["input", classifyCassandraError],
+  "clustering-key-too-long": ["input", classifyCassandraError],
+  "wrong-type-string-for-int": ["input", classifyCassandraError],
+  "wrong-type-number-for-text": ["input", classifyCassandraError],
+  "int-out-of-range": ["input", classifyCassandraError],
+  "null-key": ["input", classifyCassandraError],
+  "empty-partition-key": ["input", classifyCassandraError],
+  "batch-too-large": ["input", classifyCassandraError],
   // A missing table, column or keyspace, or a syntax error: no input cures it.
-  "unconfigured-table": ["permanent", classifyError],
-  "unknown-column": ["permanent", classifyError],
-  "keyspace-does-not-exist": ["permanent", classifyError],
-  "syntax-error": ["permanent", classifyError],
+  "unconfigured-table": ["permanent", classifyCassandraError],
+  "unknown-column": ["permanent", classifyCassandraError],
+  "keyspace-does-not-exist": ["permanent", classifyCassandraError],
+  "syntax-error": ["permanent", classifyCassandraError],
   // Timeouts and unreachable hosts pass.
-  "client-read-timeout": ["passing", classifyError],
-  "client-read-timeout-idempotent": ["passing", classifyError],
-  "all-hosts-down-connect": ["passing", classifyError],
-  "all-hosts-down-execute": ["passing", classifyError],
+  "client-read-timeout": ["passing", classifyCassandraError],
+  "client-read-timeout-idempotent": ["passing", classifyCassandraError],
+  "all-hosts-down-connect": ["passing", classifyCassandraError],
+  "all-hosts-down-execute": ["passing", classifyCassandraError],
   // Redis: one course's structure stored as another type fails that course.
   "wrongtype": ["input", classifyRedisError],
   "wrongtype-pipeline": ["input", classifyRedisError],

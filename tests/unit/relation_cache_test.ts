@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { LocalTtlRelationCache } from "../../lib/redis.ts";
+import { LocalTtlRelationCache } from "../../lib/relation_cache.ts";
 import { FakeClock, MemoryRelationCache } from "../stubs.ts";
 
 Deno.test("local relation cache: caches non-empty sets until the TTL passes", async () => {
