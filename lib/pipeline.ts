@@ -1,17 +1,18 @@
 /**
  * Drives one closed window through the job's ports, as a short list of named
- * steps in the order SPEC §6 prescribes:
+ * steps; "step n" always means SPEC §6's numbering:
  *
- * 1. route failed messages to failed events (SPEC §3)
- * 2. group by enrolment and drop duplicate units (SPEC §4)
- * 3. resolve course structure; missing structure goes to SPEC §7
- * 4. read state, one partition per enrolment
- * 5. read the structure of the units the enrolments touch
- * 6. plan each enrolment: pure, no I/O (lib/aggregate.ts)
- * 7. completions, 8 at a time: certificate pairs, then at once their status-2 writes
- * 8. counters, aggregates, in-progress enrolments and content events, side by side
- * 9. failed messages and enrolments to the failed topic
- * 10. checksums of the enrolments whose effects are durable
+ * - routeFailedMessages: failed messages become failed events (SPEC §3)
+ * - dropDuplicates: group by enrolment, drop duplicate units (SPEC §4)
+ * - resolveStructure: step 1; a missing structure goes to SPEC §7
+ * - readState: step 2, one partition per enrolment
+ * - readUnitStructure: the sets of step 7
+ * - planAll: steps 3–9 as pure code (lib/aggregate.ts)
+ * - applyCompletions: step 8's completions, 8 at a time: certificate pairs,
+ *   then at once their status-2 writes
+ * - applyEffects: steps 4, 6, 7, 8 (in progress) and 9, side by side
+ * - sendFailures: failed messages and enrolments to the failed topic (SPEC §8)
+ * - storeChecksums: step 10
  *
  * Every step that does I/O runs through {@linkcode runIsolated}: an outage is
  * waited out, and an error that belongs to some enrolments fails those alone
@@ -169,7 +170,7 @@ export async function processWindow(window: Window, deps: PipelineDeps): Promise
   return run.summary;
 }
 
-/** Step 1: failed messages become replayable events; skips only count. */
+/** Failed messages become replayable events (SPEC §3); skips only count. */
 function routeFailedMessages(run: Run, window: Window): void {
   const { settings } = run.deps;
   for (const { message, parsed } of window.messages) {
@@ -194,7 +195,7 @@ function routeFailedMessages(run: Run, window: Window): void {
   }
 }
 
-/** Step 2: SPEC §4. Enrolments left with no unit and no sync request have nothing to do. */
+/** SPEC §4. Enrolments left with no unit and no sync request have nothing to do. */
 async function dropDuplicates(run: Run, groups: EnrolmentGroup[]): Promise<Enrolment[]> {
   const { settings, dedup } = run.deps;
   if (!settings.dedupEnabled) {
@@ -231,7 +232,7 @@ async function dropDuplicates(run: Run, groups: EnrolmentGroup[]): Promise<Enrol
 }
 
 /**
- * Step 3: course structure. An enrolment whose course has none is settled
+ * Step 1, course structure. An enrolment whose course has none is settled
  * when its collection is retired (SPEC §7) and failed otherwise.
  */
 async function resolveStructure(
@@ -268,7 +269,7 @@ async function resolveStructure(
   return { structured, settled, courseSets: sets };
 }
 
-/** Step 4: consumption rows and enrolment row, one partition read each. */
+/** Step 2: consumption rows and enrolment row, one partition read each. */
 async function readState(run: Run, enrolments: Enrolment[]): Promise<ReadEnrolment[]> {
   const { progress, settings, metrics } = run.deps;
   const read = new Map<Enrolment, ReadEnrolment>();
@@ -287,7 +288,7 @@ async function readState(run: Run, enrolments: Enrolment[]): Promise<ReadEnrolme
   return survivors(run, enrolments, failed, "read-state").map((e) => read.get(e)!);
 }
 
-/** Step 5: ancestors of every merged content, then the sets of their units (SPEC §6 step 7). */
+/** The sets of step 7: ancestors of every merged content, then the sets of their units. */
 async function readUnitStructure(
   run: Run,
   enrolments: ReadEnrolment[],
@@ -322,7 +323,7 @@ async function readUnitStructure(
   return { sets, usable: survivors(run, enrolments, failed, "read-structure") };
 }
 
-/** Step 6: the pure computation of SPEC §6 for each enrolment. */
+/** Steps 3–9 for each enrolment, as pure code. */
 function planAll(run: Run, enrolments: ReadEnrolment[], sets: StructureSets): PlannedEnrolment[] {
   const { settings } = run.deps;
   const planned: PlannedEnrolment[] = [];
@@ -348,7 +349,7 @@ function planAll(run: Run, enrolments: ReadEnrolment[], sets: StructureSets): Pl
 }
 
 /**
- * Step 7: each completion's certificate request and enrol-complete event go
+ * Step 8's completions: each certificate request and enrol-complete event go
  * to Kafka on their own, and its status-2 write follows as soon as Kafka has
  * acknowledged them, a few completions at a time: a crash between the two
  * repeats the pair for those few only (SPEC §6 step 8).
@@ -379,7 +380,7 @@ async function applyCompletions(
 }
 
 /**
- * Step 8: counters and aggregates, in-progress enrolment rows and content
+ * Steps 4, 6, 7, 8 and 9: counters and aggregates, in-progress enrolment rows and content
  * AUDIT events, side by side. Resolves to the enrolments fully applied.
  */
 async function applyEffects(
@@ -422,7 +423,7 @@ async function applyEffects(
 }
 
 /**
- * Step 9: the failed topic. A failed event Kafka still refuses alone (it
+ * The failed topic (SPEC §8). A failed event Kafka still refuses alone (it
  * cannot be, short of a broker limit below 64 KiB) is logged and dropped
  * rather than stalling every partition.
  */
