@@ -9,7 +9,7 @@
  * - readUnitStructure: the sets of step 7
  * - planAll: steps 3–9 as pure code (lib/aggregate.ts)
  * - applyCompletions: step 8's completions, 8 at a time: certificate pairs,
- *   then at once their status-2 writes
+ *   then at once a marker of their acknowledgement and their status-2 writes
  * - applyEffects: steps 4, 6, 7, 8 (in progress) and 9, side by side
  * - sendFailures: failed messages and enrolments to the failed topic (SPEC §8)
  * - storeChecksums: step 10
@@ -31,7 +31,7 @@ import {
   unitsOf,
 } from "./aggregate.ts";
 import { mapConcurrent } from "./async.ts";
-import { unitChecksum } from "./checksum.ts";
+import { certificateMarker, unitChecksum } from "./checksum.ts";
 import { type EnrolmentKey, type Unit } from "./event.ts";
 import { type IsolateOptions, runIsolated } from "./isolate.ts";
 import { logger } from "./log.ts";
@@ -96,6 +96,8 @@ export interface WindowSummary {
   failedMessages: number;
   skippedMessages: number;
   completions: number;
+  /** Certificate requests sent: completions but those a crash had already sent. */
+  certificates: number;
 }
 
 /** What happened to one enrolment of a window. */
@@ -112,11 +114,10 @@ export interface EnrolmentOutcome {
 }
 
 /**
- * Completions whose certificate pairs go out together, each group's status-2
- * writes following its acknowledgement. A crash between the two repeats the
- * pairs of one group at most: 8 kept a 20-kill storm at 0 duplicates where 32
- * gave up to 32 (bench/README.md, "Kill storm"), for about 2 ms more per
- * completion.
+ * Completions whose certificate pairs go out together, each group's marker
+ * and status-2 writes following its acknowledgement. A crash between the
+ * acknowledgement and the marker repeats the pairs of one group at most
+ * (bench/README.md, "Kill storm").
  */
 export const COMPLETION_CHUNK = 8;
 
@@ -349,31 +350,50 @@ function planAll(run: Run, enrolments: ReadEnrolment[], sets: StructureSets): Pl
 }
 
 /**
- * Step 8's completions: each certificate request and enrol-complete event go
- * to Kafka on their own, and its status-2 write follows as soon as Kafka has
- * acknowledged them, a few completions at a time: a crash between the two
- * repeats the pair for those few only (SPEC §6 step 8).
+ * Step 8's completions, a few at a time. Each certificate request and
+ * enrol-complete event go to Kafka on their own; as soon as Kafka has
+ * acknowledged them, a marker in the de-duplication store records it, and the
+ * status-2 write follows. A crash before the status-2 write replays the
+ * enrolment, and the marker spares it a second certificate; only a crash
+ * between the acknowledgement and the marker (a Redis round trip) repeats
+ * the pair.
  */
 async function applyCompletions(
   run: Run,
   completing: PlannedEnrolment[],
 ): Promise<Set<PlannedEnrolment>> {
-  const { sink, progress, metrics, isolate } = run.deps;
+  const { sink, progress, dedup, metrics, isolate } = run.deps;
+  const marker = (p: PlannedEnrolment) => certificateMarker(p.group.key);
   const done = new Set<PlannedEnrolment>();
   for (let i = 0; i < completing.length; i += COMPLETION_CHUNK) {
     const chunk = completing.slice(i, i + COMPLETION_CHUNK);
+    const acknowledged = new Set<string>();
+    const unchecked = await runIsolated("check-certificates", chunk, async (subset) => {
+      (await dedup.existing(subset.map(marker))).forEach((m) => acknowledged.add(m));
+    }, isolate);
+    const checked = survivors(run, chunk, unchecked, "check-certificates");
+    const toSend = checked.filter((p) => !acknowledged.has(marker(p)));
     const unsent = await runIsolated(
       "send-certificates",
-      chunk,
+      toSend,
       (subset) => sink.send(subset.flatMap((p) => p.plan.completionEvents)),
       isolate,
     );
-    const sent = survivors(run, chunk, unsent, "send-certificates");
-    const unwritten = await runIsolated("write-completions", sent, async (subset) => {
+    const sent = survivors(run, toSend, unsent, "send-certificates");
+    const unmarked = await runIsolated(
+      "mark-certificates",
+      sent,
+      (subset) => dedup.store(subset.map(marker)),
+      isolate,
+    );
+    survivors(run, sent, unmarked, "mark-certificates");
+    run.summary.certificates += sent.length - unmarked.size;
+    const writable = checked.filter((p) => !unsent.has(p) && !unmarked.has(p));
+    const unwritten = await runIsolated("write-completions", writable, async (subset) => {
       await progress.writeEnrolments(subset.map((p) => p.plan.enrolment!));
       metrics.inc("dbWrites", subset.length);
     }, isolate);
-    survivors(run, sent, unwritten, "write-completions").forEach((p) => done.add(p));
+    survivors(run, writable, unwritten, "write-completions").forEach((p) => done.add(p));
   }
   run.summary.completions = done.size;
   return done;
@@ -592,6 +612,7 @@ export function emptySummary(window: Window): WindowSummary {
     failedMessages: 0,
     skippedMessages: 0,
     completions: 0,
+    certificates: 0,
   };
 }
 
@@ -609,6 +630,6 @@ function countSummary(metrics: JobMetrics, s: WindowSummary): void {
   metrics.inc("failedEvents", s.failedMessages + s.failedEnrolments);
   metrics.inc("retiredCollectionEvents", s.retired);
   metrics.inc("enrolmentCompletions", s.completions);
-  metrics.inc("certIssueEvents", s.completions);
+  metrics.inc("certIssueEvents", s.certificates);
   metrics.windowSize.observe(s.units);
 }

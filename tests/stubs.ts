@@ -176,6 +176,11 @@ export class MemoryDedupStore extends Failures implements DedupStore {
     return Promise.resolve(new Set(checksums.filter((c) => this.keys.has(c))));
   }
 
+  /** The unit checksums stored, without the certificate markers kept beside them. */
+  get checksums(): string[] {
+    return [...this.keys.keys()].filter((k) => !k.startsWith("CERT-"));
+  }
+
   store(checksums: string[]): Promise<void> {
     this.check("store");
     for (const c of checksums) this.keys.set(c, this.expirySeconds);

@@ -69,6 +69,9 @@ const isObject = (v: unknown): v is Record<string, unknown> =>
 const own = (o: Record<string, unknown>, k: string) => Object.hasOwn(o, k) ? o[k] : undefined;
 const checksum = (k: Key, contentId: string) =>
   md5(`${k.courseId}|${k.batchId}|${k.userId}|${contentId}|2`).toUpperCase();
+/** The marker of an acknowledged certificate request, kept beside the checksums. */
+const certificateMarker = (k: Key) =>
+  `CERT-${md5(`${k.courseId}|${k.batchId}|${k.userId}|issue-certificate`).toUpperCase()}`;
 
 /** What SPEC §3 says `value` amounts to. */
 function classify(value: Uint8Array | null): Outcome {
@@ -543,6 +546,7 @@ function expectations(result: RunResult): Expected {
       ex.mids.set(auditKey(key, u, "enrol-complete"), midOf("LP.AUDIT", key, "", "enrol-complete"));
       bump(ex.certs, id);
       ex.mids.set(`cert\u0001${id}`, midOf("LP.CERT", key, "", "issue-certificate"));
+      ex.checksums.add(certificateMarker(key));
     }
   }
   return ex;

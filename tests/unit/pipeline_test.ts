@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { enrolmentUpdate } from "../../lib/event.ts";
-import { unitChecksum } from "../../lib/checksum.ts";
+import { certificateMarker, unitChecksum } from "../../lib/checksum.ts";
 import { processWindow } from "../../lib/pipeline.ts";
 import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
 import { AbortedError } from "../../lib/async.ts";
@@ -94,7 +94,7 @@ Deno.test("SPEC §12's worked example, end to end through the pipeline", async (
 
   // Two checksums, with the configured expiry.
   assert.deepEqual(
-    [...dedup.keys.keys()].sort(),
+    dedup.checksums.sort(),
     [
       unitChecksum({ ...EXAMPLE_KEY, contentId: "R2" }),
       unitChecksum({ ...EXAMPLE_KEY, contentId: "R3" }),
@@ -170,7 +170,7 @@ Deno.test("with dedup off every unit counts, repeats included, and no checksum i
     viewCount: 4,
     completedCount: 2,
   });
-  assert.equal(dedup.keys.size, 0);
+  assert.equal(dedup.checksums.length, 0);
   assert.deepEqual(sink.on("audit").map(edataType), ["complete"]);
   await processWindow(windowOf([r3]), deps);
   assert.equal(progress.consumption.get("U-1|C1|B1")!.get("R3")!.viewCount, 5);
@@ -220,7 +220,7 @@ Deno.test("missing structure of a Live collection fails only that enrolment", as
   // No writes and no checksums for the failed enrolment; the other one went on.
   assert.equal(world.progress.consumption.has("U-2|C9|B9"), false);
   assert.ok(world.progress.writeLog.every((w) => w.counters.every((c) => c.key.userId !== "U-2")));
-  assert.equal(world.dedup.keys.size, 2);
+  assert.equal(world.dedup.checksums.length, 2);
   assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
   assert.equal(await world.metrics.value("failedEvents"), 1);
 });
@@ -247,7 +247,7 @@ Deno.test("missing structure with an unknown collection or a failing lookup fail
       world.deps,
     );
     assert.equal(summary.failedEnrolments, 1);
-    assert.equal(world.dedup.keys.size, 0);
+    assert.equal(world.dedup.checksums.length, 0);
     const reason = (world.sink.on("failed")[0].failure as { reason: string }).reason;
     assert.match(reason, status ? /search down/ : /does not know it/);
   }
@@ -263,7 +263,7 @@ Deno.test("missing structure of a Retired collection is skipped with checksums s
   assert.equal(summary.retired, 1);
   assert.equal(world.progress.writeLog.length, 0);
   assert.equal(world.sink.events.length, 0);
-  assert.deepEqual([...world.dedup.keys.keys()], [unitChecksum({ ...key, contentId: "X1" })]);
+  assert.deepEqual(world.dedup.checksums, [unitChecksum({ ...key, contentId: "X1" })]);
   assert.equal(await world.metrics.value("retiredCollectionEvents"), 1);
 });
 
@@ -285,7 +285,7 @@ Deno.test("the enrolment filter leaves a missing or completed row alone, and onl
       world.sink.on("audit").map((a) => `${objectId(a)}:${edataType(a)}`).sort(),
       ["R2:complete", "R2:start", "R3:complete"],
     );
-    assert.equal(world.dedup.keys.size, 2);
+    assert.equal(world.dedup.checksums.length, 2);
     assert.equal(world.progress.enrolments.get("U-1|C1|B1")?.status ?? null, status);
   }
 });
@@ -423,7 +423,7 @@ Deno.test("a window abandoned in an outage stored nothing, and is applied when p
     isolate: { ...world.deps.isolate, wait: () => Promise.reject(new AbortedError("stop")) },
   };
   await assert.rejects(processWindow(windowOf([exampleEvent]), abandoned), AbortedError);
-  assert.equal(world.dedup.keys.size, 0);
+  assert.equal(world.dedup.checksums.length, 0);
   assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 1);
   assert.equal(world.sink.events.length, 0);
 
@@ -431,7 +431,7 @@ Deno.test("a window abandoned in an outage stored nothing, and is applied when p
   await processWindow(windowOf([exampleEvent]), world.deps);
   assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
   assert.equal(world.sink.on("cert").length, 1);
-  assert.equal(world.dedup.keys.size, 2);
+  assert.equal(world.dedup.checksums.length, 2);
 });
 
 Deno.test("a stage retried through an outage applies the window exactly once", async () => {
@@ -447,7 +447,7 @@ Deno.test("a stage retried through an outage applies the window exactly once", a
   assert.equal(rows.get("R3")!.viewCount, 3);
   assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
   assert.equal(world.sink.on("cert").length, 1);
-  assert.equal(world.dedup.keys.size, 2);
+  assert.equal(world.dedup.checksums.length, 2);
 });
 
 Deno.test("an enrolment a store rejects fails alone, naming its last message; the window goes on", async () => {
@@ -480,7 +480,7 @@ Deno.test("an enrolment a store rejects fails alone, naming its last message; th
     assert.equal(world.progress.aggregate("C1", "B1", userId), 2, userId);
   }
   // Checksums for the three applied enrolments only: U-3 is processed again on replay.
-  assert.equal(world.dedup.keys.size, 6);
+  assert.equal(world.dedup.checksums.length, 6);
   assert.ok(
     !world.dedup.keys.has(unitChecksum({ ...EXAMPLE_KEY, userId: "U-3", contentId: "R1" })),
   );
@@ -511,7 +511,7 @@ Deno.test("a sync request recomputes progress from stored rows: no counters, no 
     "no content AUDIT events",
   );
   assert.equal(world.sink.on("cert").length, 1);
-  assert.equal(world.dedup.keys.size, 0, "a sync stores no checksum");
+  assert.equal(world.dedup.checksums.length, 0, "a sync stores no checksum");
 });
 
 Deno.test("a failed sync request is re-published as a sync request, which then reconciles", async () => {
@@ -528,4 +528,25 @@ Deno.test("a failed sync request is re-published as a sync request, which then r
   const summary = await processWindow(windowOf([failed], { topic: "sync" }), world.deps);
   assert.equal(summary.processed, 1);
   assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.progress, 1);
+});
+
+Deno.test("a crash after the certificate is acknowledged but before status 2: the replay sends no second one", async () => {
+  const world = exampleWorld();
+  const write = world.progress.writeEnrolments.bind(world.progress);
+  world.progress.writeEnrolments = () => Promise.reject(new AbortedError("SIGKILL"));
+  await assert.rejects(processWindow(windowOf([exampleEvent]), world.deps), AbortedError);
+  assert.equal(world.sink.on("cert").length, 1);
+  assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 1);
+  assert.ok(world.dedup.keys.has(certificateMarker(EXAMPLE_KEY)), "the acknowledgement is marked");
+
+  world.progress.writeEnrolments = write;
+  const summary = await processWindow(windowOf([exampleEvent]), world.deps);
+  assert.equal(summary.completions, 1);
+  assert.equal(summary.certificates, 0);
+  assert.equal(world.sink.on("cert").length, 1, "no second certificate");
+  assert.equal(
+    world.sink.on("audit").filter((a) => edataType(a) === "enrol-complete").length,
+    1,
+  );
+  assert.equal(world.progress.enrolments.get("U-1|C1|B1")!.status, 2);
 });
