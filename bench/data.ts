@@ -256,7 +256,7 @@ export function mib(bytes: number): string {
 export function flags(args: string[]) {
   const values = new Map<string, string>();
   for (const arg of args) {
-    const match = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    const match = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(arg);
     if (!match) throw new Error(`unexpected argument ${arg}`);
     values.set(match[1], match[2] ?? "true");
   }

@@ -220,7 +220,7 @@ function expectedProgress(e: EnrolmentPlanData): number {
 }
 
 /** Verifies every enrolment's status and every certificate; returns what was checked. */
-async function verify(
+export async function verify(
   stack: Stack,
   data: EnrolmentPlanData[],
   outputs: { certs: Record<string, unknown>[]; audits: Record<string, unknown>[] },

@@ -1,0 +1,576 @@
+/**
+ * Lean and fast, in one run against the local stack: the job's peak memory
+ * while draining backlogs, its throughput next to the drivers' ceiling for
+ * the same workload, and its end-to-end latency at half its maximum rate.
+ *
+ * Run: `bash bench/run.sh` (saves the output under bench/results/), or
+ * `scripts/deno.sh run --allow-all bench/lean_bench.ts`.
+ * Options: `--backlogs=10000,50000 --interval=1s --seed=7 --timeout=600
+ * --ceiling-concurrency=16,32,64 --latency-seconds=20 --latency-fraction=0.5
+ * --v8-flags=<flags>|none --job-env=KEY=VALUE;KEY=VALUE --no-ceiling --json` (`--latency-seconds=0` skips the
+ * latency phase).
+ *
+ * For each backlog (input messages, ~2 units each, on 4 partitions; one
+ * enrolment per ~10 messages) the job starts as a child process with the
+ * default window (`THRESHOLD_BATCH_READ_SIZE` 1000) and the V8 flags of
+ * `scripts/compile.sh --print-v8-flags` (which `deno task start` and the
+ * compiled binary use too), and is timed from `/readyz` = 200 until every
+ * message is committed. Its RSS is sampled from `/proc/<pid>/status` every
+ * 100 ms (`VmRSS`; `VmHWM` at the end is the peak). Every enrolment,
+ * certificate and AUDIT event is then checked, as in `e2e_bench.ts`.
+ *
+ * The ceiling (`ceiling.ts`) replays exactly the requests the job sends for
+ * the same workload (a copy with ids of its own, seeded the same) on the
+ * bare drivers, at each `--ceiling-concurrency`; the best is the ceiling.
+ *
+ * Latency: after the first backlog, events for new enrolments arrive at
+ * `--latency-fraction` of the rate the job drained it at, for
+ * `--latency-seconds`; p50/p95/p99 are interpolated in the job's own
+ * histogram (`activity_agg_end_to_end_latency_seconds`, the difference of
+ * two scrapes).
+ *
+ * The last line is `units/s <job> ceiling <ceiling> ratio <r>% peak_rss_mib
+ * <m> p99_ms <p>`: throughputs over all backlogs together (units / seconds),
+ * the highest peak RSS.
+ *
+ * @module
+ */
+
+import { loadConfig } from "../lib/config.ts";
+import { JobProcess, type Stack } from "../scripts/local_stack.ts";
+import {
+  connectDrivers,
+  countRequests,
+  recordWorkload,
+  replay,
+  type RequestCounts,
+} from "./ceiling.ts";
+import { flags, fmt, markdownTable, mib } from "./data.ts";
+import {
+  assertRedisUnchanged,
+  generateRun,
+  openStack,
+  redisRunId,
+  seed,
+  StackDisturbed,
+  verify,
+  withRestartRetry,
+} from "./e2e_bench.ts";
+import { type Histogram, histogram, quantile, samples, subtract } from "./prometheus.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const LATENCY = "activity_agg_end_to_end_latency_seconds";
+
+/** Options of a run; see the module doc. */
+export interface LeanOptions {
+  backlogs: number[];
+  interval: string;
+  seed: number;
+  timeoutSeconds: number;
+  ceilingConcurrency: number[];
+  latencySeconds: number;
+  latencyFraction: number;
+  /** V8 flags for the job, comma-separated; "" for none. */
+  v8Flags: string;
+  /** More environment for the job (`--job-env=KEY=VALUE;KEY=VALUE`), e.g. other fetch sizes. */
+  jobEnv: Record<string, string>;
+}
+
+/** One backlog drained by the job, and the ceiling for the same workload. */
+export interface DrainResult {
+  messages: number;
+  units: number;
+  enrolments: number;
+  drainSeconds: number;
+  unitsPerSecond: number;
+  windows: number;
+  /** Mean units per window, mean processing time, and the share of the drain inside windows. */
+  windowUnits: number;
+  windowMs: number;
+  inWindowsShare: number;
+  rss: { readyMib: number; peakMib: number; sampledMaxMib: number; endMib: number };
+  heap: { maxTotalMib: number; maxUsedMib: number; maxExternalMib: number };
+  counters: Record<string, number>;
+  checks: string[];
+  ceiling: {
+    counts: RequestCounts;
+    windows: number;
+    byConcurrency: { concurrency: number; seconds: number; unitsPerSecond: number }[];
+    unitsPerSecond: number;
+  };
+  load: number[];
+}
+
+/** Latency while the job keeps up. */
+export interface LatencyResult {
+  rate: number;
+  events: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  mean: number;
+  windowUnits: number;
+  windowMs: number;
+  histogram: Histogram;
+}
+
+/** The V8 flags the job is built and started with, from `scripts/compile.sh`. */
+export async function jobV8Flags(): Promise<string> {
+  const out = await new Deno.Command("bash", {
+    args: [`${ROOT}scripts/compile.sh`, "--print-v8-flags"],
+    stdout: "piped",
+  }).output();
+  const v8 = new TextDecoder().decode(out.stdout).trim();
+  // deno.json's start task must run the job with the same flags.
+  const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks;
+  if (v8 && !String(tasks.start).includes(`--v8-flags=${v8}`)) {
+    throw new Error(`deno.json's start task does not pass --v8-flags=${v8}`);
+  }
+  return v8;
+}
+
+/** `VmRSS` and `VmHWM` of `pid` in MiB, or null once it has exited. */
+async function memoryOf(pid: number): Promise<{ rss: number; hwm: number } | null> {
+  try {
+    const status = await Deno.readTextFile(`/proc/${pid}/status`);
+    const kb = (field: string) =>
+      Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1]);
+    return { rss: kb("VmRSS") / 1024, hwm: kb("VmHWM") / 1024 };
+  } catch {
+    return null;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until the job has processed `total` messages (its own counter), then their commit. */
+async function waitProcessed(
+  stack: Stack,
+  job: JobProcess,
+  total: number,
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exited = false;
+  job.exited.then(() => exited = true);
+  for (;;) {
+    const processed = samples(await job.metrics().catch(() => "")).get(
+      "activity_agg_total_events_total",
+    ) ?? 0;
+    if (processed >= total && (await stack.committedInput()) >= total) return;
+    const stalled = /failed \(attempt 5\)/.exec(job.log);
+    if (exited || stalled || Date.now() > deadline) {
+      const reason = exited ? "the job exited" : stalled ? "a stage keeps failing" : "timed out";
+      const lastWarning = job.log.split("\n").filter((l) => /WARN|ERROR/.test(l)).at(-1);
+      throw new Error(`${reason} at ${processed} of ${total}; last warning: ${lastWarning}`);
+    }
+    await sleep(100);
+  }
+}
+
+/** Sends `events` at `rate` per second (paced by the clock, in 100 ms ticks). */
+async function paced(stack: Stack, events: Record<string, unknown>[], rate: number) {
+  const tick = 100;
+  const started = performance.now();
+  let sent = 0;
+  while (sent < events.length) {
+    const due = Math.min(
+      events.length,
+      Math.round(((performance.now() - started) / 1000) * rate + rate * tick / 1000),
+    );
+    if (due > sent) {
+      await stack.produce(events.slice(sent, due));
+      sent = due;
+    }
+    await sleep(tick);
+  }
+  return events.length / ((performance.now() - started) / 1000);
+}
+
+/** Drains one backlog, measures latency after it when asked, then the ceiling. */
+async function runBacklog(
+  messages: number,
+  opts: LeanOptions,
+  latency: boolean,
+): Promise<{ drain: DrainResult; latency: LatencyResult | null }> {
+  const shape = {
+    enrolments: Math.max(1, Math.round(messages / 10)),
+    events: messages,
+    courses: 20,
+    rows: 10,
+    completing: 0.1,
+    seed: opts.seed,
+  };
+  const run = generateRun(shape);
+  // Enough new enrolments for the latency phase at up to 2,000 events/s.
+  const steadyMax = latency ? Math.ceil(2000 * opts.latencySeconds) : 0;
+  const steady = generateRun({
+    ...shape,
+    enrolments: Math.max(1, Math.ceil(steadyMax / 18)),
+    events: Math.max(1, steadyMax),
+    seed: opts.seed + 1,
+  });
+  const stack = await openStack(1);
+  let job: JobProcess | null = null;
+  try {
+    const runId = await redisRunId(stack);
+    await seed(stack, latency ? [...run.data, ...steady.data] : run.data);
+    for (let i = 0; i < run.events.length; i += 500) {
+      await stack.produce(run.events.slice(i, i + 500));
+    }
+    job = new JobProcess(stack.envForJob({
+      THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
+      ...(opts.v8Flags ? { DENO_V8_FLAGS: opts.v8Flags } : {}),
+      ...opts.jobEnv,
+    }));
+    const pid = job.pid;
+    let sampling = true;
+    let sampledMax = 0;
+    const heap = { maxTotalMib: 0, maxUsedMib: 0, maxExternalMib: 0 };
+    const sampler = (async () => {
+      for (let i = 0; sampling; i++) {
+        const m = await memoryOf(pid);
+        if (m) sampledMax = Math.max(sampledMax, m.rss);
+        if (i % 10 === 5) {
+          const plain = samples(await job!.metrics().catch(() => ""));
+          const get = (name: string) => (plain.get(name) ?? 0) / 1048576;
+          heap.maxTotalMib = Math.max(heap.maxTotalMib, get("nodejs_heap_size_total_bytes"));
+          heap.maxUsedMib = Math.max(heap.maxUsedMib, get("nodejs_heap_size_used_bytes"));
+          heap.maxExternalMib = Math.max(heap.maxExternalMib, get("nodejs_external_memory_bytes"));
+        }
+        await sleep(100);
+      }
+    })();
+    await job.ready();
+    const readyMib = (await memoryOf(pid))?.rss ?? NaN;
+    const ready = performance.now();
+    await waitProcessed(stack, job, run.events.length, opts.timeoutSeconds * 1000);
+    const drainSeconds = (performance.now() - ready) / 1000;
+    const afterDrain = await job.metrics();
+    const drainMemory = await memoryOf(pid);
+
+    // Correctness of the backlog, before anything else reaches the output topics.
+    const outputs = {
+      certs: await stack.collect(stack.topics.cert),
+      audits: await stack.collect(stack.topics.audit),
+    };
+    const failed = await stack.collect(stack.topics.failed);
+    const checks = await verify(stack, run.data, outputs, failed);
+
+    let latencyResult: LatencyResult | null = null;
+    if (latency) {
+      const rate = opts.latencyFraction * run.events.length / drainSeconds;
+      const events = steady.events.slice(0, Math.round(rate * opts.latencySeconds));
+      const before = await job.metrics();
+      const sentRate = await paced(stack, events, rate);
+      await waitProcessed(stack, job, run.events.length + events.length, 120_000);
+      const after = await job.metrics();
+      const diff = (name: string) => subtract(histogram(after, name)!, histogram(before, name));
+      const h = diff(LATENCY);
+      const sizes = diff("activity_agg_window_units");
+      const durations = diff("activity_agg_window_processing_seconds");
+      latencyResult = {
+        rate: sentRate,
+        events: events.length,
+        p50: quantile(h, 0.5),
+        p95: quantile(h, 0.95),
+        p99: quantile(h, 0.99),
+        mean: h.sum / h.count,
+        windowUnits: sizes.sum / Math.max(1, sizes.count),
+        windowMs: 1000 * durations.sum / Math.max(1, durations.count),
+        histogram: h,
+      };
+    }
+    await assertRedisUnchanged(stack, runId);
+    const retried = samples(await job.metrics()).get("activity_agg_retries_total") ?? 0;
+    if (retried > 0) throw new StackDisturbed(`the job retried ${retried} times`);
+    sampling = false;
+    await sampler;
+    const end = await memoryOf(pid);
+    const status = await job.stop();
+    job = null;
+    if (status.code !== 0) throw new Error(`the job exited with ${status.code}`);
+
+    const plain = samples(afterDrain);
+    const sizes = histogram(afterDrain, "activity_agg_window_units");
+    const durations = histogram(afterDrain, "activity_agg_window_processing_seconds");
+    const counters = Object.fromEntries(
+      [
+        "db_reads",
+        "db_writes",
+        "cache_reads",
+        "cache_misses",
+        "processed_enrolments",
+        "enrolment_completions",
+        "retries",
+      ].map((n) => [n, plain.get(`activity_agg_${n}_total`) ?? 0]),
+    );
+    const ceiling = opts.ceilingConcurrency.length > 0
+      ? await measureCeiling(shape, opts)
+      : { counts: countRequests([]), windows: 0, byConcurrency: [], unitsPerSecond: NaN };
+    return {
+      drain: {
+        messages: run.events.length,
+        units: run.units,
+        enrolments: run.data.length,
+        drainSeconds,
+        unitsPerSecond: run.units / drainSeconds,
+        windows: sizes?.count ?? 0,
+        windowUnits: sizes ? sizes.sum / Math.max(1, sizes.count) : NaN,
+        windowMs: durations ? 1000 * durations.sum / Math.max(1, durations.count) : NaN,
+        inWindowsShare: durations ? durations.sum / drainSeconds : NaN,
+        rss: {
+          readyMib,
+          // VmHWM covers the whole life of the process; the drain's own peak is
+          // the same unless the latency phase went higher (it is lighter).
+          peakMib: Math.max(drainMemory?.hwm ?? 0, end?.hwm ?? 0),
+          sampledMaxMib: sampledMax,
+          endMib: end?.rss ?? NaN,
+        },
+        heap,
+        counters,
+        checks,
+        ceiling,
+        load: Deno.loadavg(),
+      },
+      latency: latencyResult,
+    };
+  } finally {
+    if (job) await job.stop();
+    await stack.close();
+  }
+}
+
+/** The same workload (ids of its own) recorded, seeded and replayed on the bare drivers. */
+async function measureCeiling(
+  shape: Parameters<typeof generateRun>[0],
+  opts: LeanOptions,
+): Promise<DrainResult["ceiling"]> {
+  const run = generateRun(shape);
+  const stack = await openStack(1);
+  try {
+    const runId = await redisRunId(stack);
+    await seed(stack, run.data);
+    const config = loadConfig({
+      ...stack.envForJob(),
+      THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
+    });
+    const recorded = await recordWorkload(run.data, run.events, {
+      maxUnits: config.window.maxUnits,
+      config,
+    });
+    const drivers = await connectDrivers(config, {
+      relations: stack.relations,
+      dedup: stack.dedup,
+    });
+    try {
+      // Prepares every statement and opens every connection, as a running job has.
+      await replay(recorded.windows.slice(0, 1), drivers, 32);
+      const byConcurrency = [];
+      for (const concurrency of opts.ceilingConcurrency) {
+        const seconds = await replay(recorded.windows, drivers, concurrency);
+        byConcurrency.push({ concurrency, seconds, unitsPerSecond: run.units / seconds });
+      }
+      await assertRedisUnchanged(stack, runId);
+      return {
+        counts: recorded.counts,
+        windows: recorded.windows.length,
+        byConcurrency,
+        unitsPerSecond: Math.max(...byConcurrency.map((c) => c.unitsPerSecond)),
+      };
+    } finally {
+      await drivers.close();
+    }
+  } finally {
+    await stack.close();
+  }
+}
+
+/** Runs every backlog; latency after the first. */
+export async function runLean(opts: LeanOptions) {
+  const drains: DrainResult[] = [];
+  let latency: LatencyResult | null = null;
+  for (const [i, messages] of opts.backlogs.entries()) {
+    const result = await withRestartRetry(() =>
+      runBacklog(messages, opts, i === 0 && opts.latencySeconds > 0)
+    );
+    drains.push(result.drain);
+    latency ??= result.latency;
+    console.error(
+      `backlog ${fmt(messages)}: ${fmt(result.drain.unitsPerSecond)} units/s, ceiling ${
+        fmt(result.drain.ceiling.unitsPerSecond)
+      }, peak RSS ${mib(result.drain.rss.peakMib * 1048576)} MiB`,
+    );
+  }
+  const units = drains.reduce((n, d) => n + d.units, 0);
+  const jobRate = units / drains.reduce((s, d) => s + d.drainSeconds, 0);
+  const ceilingRate = units / drains.reduce((s, d) => s + d.units / d.ceiling.unitsPerSecond, 0);
+  return {
+    options: opts,
+    drains,
+    latency,
+    summary: {
+      jobUnitsPerSecond: jobRate,
+      ceilingUnitsPerSecond: ceilingRate,
+      ratio: jobRate / ceilingRate,
+      peakRssMib: Math.max(...drains.map((d) => d.rss.peakMib)),
+      p99Ms: latency ? latency.p99 * 1000 : NaN,
+    },
+  };
+}
+
+/** The Markdown report, ending with the summary line. */
+export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string {
+  const { drains, latency, summary, options } = result;
+  const col = (f: (d: DrainResult) => string) => drains.map(f);
+  const c = (d: DrainResult) => d.ceiling.counts;
+  const rows: string[][] = [
+    ["metric", ...col((d) => `backlog ${fmt(d.messages)} messages`)],
+    ["units / enrolments", ...col((d) => `${fmt(d.units)} / ${fmt(d.enrolments)}`)],
+    ["**job**: ready → all committed", ...col((d) => `${fmt(d.drainSeconds, 1)} s`)],
+    ["**job units/s**", ...col((d) => `**${fmt(d.unitsPerSecond)}**`)],
+    [
+      "ceiling units/s by concurrency",
+      ...col((d) =>
+        d.ceiling.byConcurrency.map((b) => `${b.concurrency}: ${fmt(b.unitsPerSecond)}`).join(", ")
+      ),
+    ],
+    ["**ceiling units/s** (best)", ...col((d) => `**${fmt(d.ceiling.unitsPerSecond)}**`)],
+    [
+      "**job / ceiling**",
+      ...col((d) => `**${fmt(100 * d.unitsPerSecond / d.ceiling.unitsPerSecond)} %**`),
+    ],
+    [
+      "**peak RSS** (VmHWM) / sampled max",
+      ...col((d) => `**${fmt(d.rss.peakMib, 1)}** / ${fmt(d.rss.sampledMaxMib, 1)} MiB`),
+    ],
+    [
+      "RSS when ready / at the end",
+      ...col((d) => `${fmt(d.rss.readyMib, 1)} / ${fmt(d.rss.endMib, 1)} MiB`),
+    ],
+    [
+      "V8 heap total / used / external, max of 1 s scrapes",
+      ...col((d) =>
+        `${fmt(d.heap.maxTotalMib, 1)} / ${fmt(d.heap.maxUsedMib, 1)} / ${
+          fmt(d.heap.maxExternalMib, 1)
+        } MiB`
+      ),
+    ],
+    ["windows (job / ceiling)", ...col((d) => `${fmt(d.windows)} / ${fmt(d.ceiling.windows)}`)],
+    [
+      "job: mean window units / processing; time in windows / drain",
+      ...col((d) =>
+        `${fmt(d.windowUnits)} / ${fmt(d.windowMs)} ms; ${fmt(100 * d.inWindowsShare)} %`
+      ),
+    ],
+    [
+      "Cassandra reads: job counter / ceiling",
+      ...col((d) => `${fmt(d.counters.db_reads)} / ${fmt(c(d).cassandraReads)}`),
+    ],
+    [
+      "Cassandra statements written: job counter / ceiling",
+      ...col((d) => `${fmt(d.counters.db_writes)} / ${fmt(c(d).cassandraStatements)}`),
+    ],
+    [
+      "ceiling: write requests (LWT) / Redis pipelines (commands) / Kafka requests (messages)",
+      ...col((d) =>
+        `${fmt(c(d).cassandraWriteRequests)} (${fmt(c(d).conditionalWrites)}) / ${
+          fmt(c(d).redisPipelines)
+        } (${fmt(c(d).redisCommands)}) / ${fmt(c(d).kafkaRequests)} (${fmt(c(d).kafkaMessages)})`
+      ),
+    ],
+    [
+      "job: processed enrolments / completions",
+      ...col((d) =>
+        `${fmt(d.counters.processed_enrolments)} / ${fmt(d.counters.enrolment_completions)}`
+      ),
+    ],
+    ["load average (1/5/15 min) after", ...col((d) => d.load.map((l) => l.toFixed(2)).join(" "))],
+  ];
+  const lines = [
+    `lean bench: THRESHOLD_BATCH_READ_SIZE=1000 (default), THRESHOLD_BATCH_READ_INTERVAL=${options.interval}, ` +
+    `4 input partitions, seed ${options.seed}, V8 flags ${options.v8Flags || "none"}${
+      Object.entries(options.jobEnv).map(([k, v]) => `, ${k}=${v}`).join("")
+    }`,
+    "",
+    markdownTable(rows),
+    "",
+    ...drains.map((d) => `- checks (${fmt(d.messages)}): ${d.checks.join("; ")}`),
+  ];
+  if (drains.length > 1) {
+    const peaks = drains.map((d) => d.rss.peakMib);
+    lines.push(
+      `- peak RSS spread over backlogs: ${
+        fmt(100 * (Math.max(...peaks) / Math.min(...peaks) - 1), 1)
+      } % (largest over smallest)`,
+    );
+  }
+  if (latency) {
+    lines.push(
+      "",
+      `latency at ${fmt(options.latencyFraction * 100)} % of the drain rate: ${
+        fmt(latency.events)
+      } events at ${fmt(latency.rate)}/s; mean window ${fmt(latency.windowUnits)} units, ` +
+        `${fmt(latency.windowMs)} ms processing`,
+      "",
+      markdownTable([
+        ["p50", "p95", "p99", "mean", "target (interval + 200 ms)"],
+        [
+          `${fmt(latency.p50 * 1000)} ms`,
+          `${fmt(latency.p95 * 1000)} ms`,
+          `${fmt(latency.p99 * 1000)} ms`,
+          `${fmt(latency.mean * 1000)} ms`,
+          options.interval,
+        ],
+      ]),
+      "",
+      `latency buckets (≤le: n): ${
+        latency.histogram.buckets.map((b, i, all) =>
+          `${b.le === Infinity ? "+Inf" : b.le}: ${b.count - (i > 0 ? all[i - 1].count : 0)}`
+        ).filter((s) => !s.endsWith(": 0")).join(", ")
+      }`,
+    );
+  }
+  lines.push(
+    "",
+    `${Deno.build.target}, ${navigator.hardwareConcurrency} cores shared by the job, this script, ` +
+      `Kafka and Cassandra (JVMs), Redis and other engineers' tests; load average ${
+        Deno.loadavg().map((l) => l.toFixed(2)).join(" ")
+      }, deno ${Deno.version.deno}, ${new Date().toISOString()}`,
+    "",
+    `units/s ${Math.round(summary.jobUnitsPerSecond)} ceiling ${
+      Math.round(summary.ceilingUnitsPerSecond)
+    } ratio ${Math.round(summary.ratio * 100)}% peak_rss_mib ${
+      Math.round(summary.peakRssMib)
+    } p99_ms ${Math.round(summary.p99Ms)}`,
+  );
+  return lines.join("\n");
+}
+
+if (import.meta.main) {
+  const { num, list, str, has } = flags(Deno.args);
+  const v8 = str("v8-flags", "");
+  const opts: LeanOptions = {
+    backlogs: list("backlogs", [10_000, 50_000]),
+    interval: str("interval", "1s"),
+    seed: num("seed", 7),
+    timeoutSeconds: num("timeout", 600),
+    ceilingConcurrency: has("no-ceiling") ? [] : list("ceiling-concurrency", [16, 32, 64]),
+    latencySeconds: num("latency-seconds", 20),
+    latencyFraction: num("latency-fraction", 0.5),
+    v8Flags: v8 === "none" ? "" : v8 || await jobV8Flags(),
+    jobEnv: Object.fromEntries(
+      str("job-env", "").split(";").filter((kv) => kv.includes("=")).map((kv) => {
+        const i = kv.indexOf("=");
+        return [kv.slice(0, i), kv.slice(i + 1)];
+      }),
+    ),
+  };
+  const result = await runLean(opts);
+  console.log(has("json") ? JSON.stringify(result) : formatLean(result));
+  const failures = result.drains.flatMap((d) => d.checks.filter((c) => c.startsWith("FAILED")));
+  if (failures.length > 0) {
+    console.error(`correctness checks failed:\n${failures.join("\n")}`);
+    Deno.exitCode = 1;
+  }
+}
