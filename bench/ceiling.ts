@@ -4,7 +4,7 @@
  * requests), replayed on the bare drivers with no job logic in between.
  *
  * 1. **Record.** The workload's windows (built as the runner builds them)
- *    go through `processWindow` on the in-memory stubs of `tests/stubs.ts`,
+ *    go through `processWindow` on the in-memory stubs of `tests/support/stubs.ts`,
  *    which answer reads from the same seeded state. Every port call is also
  *    handed to the job's real adapter (`CassandraProgressStore`,
  *    `RedisRelationCache` behind the in-process cache, `RedisDedupStore`,
@@ -60,7 +60,7 @@ import {
   MemoryProgressStore,
   MemoryRelationCache,
   StaticCollectionStatus,
-} from "../tests/stubs.ts";
+} from "../tests/support/stubs.ts";
 import { type EnrolmentPlanData, storedRows } from "./data.ts";
 
 /** One request the job would send. */

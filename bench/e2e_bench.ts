@@ -21,7 +21,7 @@
 
 import { mapConcurrent } from "../lib/async.ts";
 import { enrolmentId } from "../lib/event.ts";
-import { JobProcess, Stack, unique, waitFor } from "../scripts/local_stack.ts";
+import { JobProcess, Stack, unique, waitFor } from "../tests/support/stack.ts";
 import { provision } from "../scripts/provision.ts";
 import {
   type EnrolmentPlanData,

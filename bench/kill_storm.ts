@@ -53,7 +53,7 @@ import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs";
 import { mapConcurrent } from "../lib/async.ts";
 import { enrolmentId } from "../lib/event.ts";
 import { COMPLETION_CHUNK } from "../lib/pipeline.ts";
-import { freePort, JobProcess, metricValue, Stack, unique } from "../scripts/local_stack.ts";
+import { freePort, JobProcess, metricValue, Stack, unique } from "../tests/support/stack.ts";
 import {
   type EnrolmentPlanData,
   flags,

@@ -37,7 +37,7 @@
  */
 
 import { loadConfig } from "../lib/config.ts";
-import { JobProcess, type Stack } from "../scripts/local_stack.ts";
+import { JobProcess, type Stack } from "../tests/support/stack.ts";
 import {
   connectDrivers,
   countRequests,

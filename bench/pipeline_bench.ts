@@ -1,6 +1,6 @@
 /**
  * The core without I/O: windows of ~1000 units through `processWindow` on the
- * in-memory stubs of tests/stubs.ts, and the pure `planEnrolment` on its own.
+ * in-memory stubs of tests/support/stubs.ts, and the pure `planEnrolment` on its own.
  *
  * Run: `scripts/deno.sh task bench` (or `scripts/deno.sh run --allow-all
  * --v8-flags=--expose-gc bench/pipeline_bench.ts` for exact heap numbers).
@@ -19,7 +19,7 @@ import vm from "node:vm";
 import { planEnrolment, type StructureSets } from "../lib/aggregate.ts";
 import { enrolmentId } from "../lib/event.ts";
 import { processWindow } from "../lib/pipeline.ts";
-import { sequentialIds, stubWorld, windowOf } from "../tests/stubs.ts";
+import { sequentialIds, stubWorld, windowOf } from "../tests/support/stubs.ts";
 import {
   type Course,
   type EnrolmentPlanData,

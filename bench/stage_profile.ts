@@ -32,7 +32,7 @@ import { connectRelationCache, RedisDedupStore } from "../lib/redis.ts";
 import { SearchCollectionStatus } from "../lib/search.ts";
 import { type Window, WindowBuilder } from "../lib/window.ts";
 import { mapConcurrent } from "../lib/async.ts";
-import type { Stack } from "../scripts/local_stack.ts";
+import type { Stack } from "../tests/support/stack.ts";
 import { flags, fmt, markdownTable, percentile } from "./data.ts";
 import {
   assertRedisUnchanged,

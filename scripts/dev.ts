@@ -9,7 +9,7 @@
 
 import { structureKey } from "../lib/aggregate.ts";
 import { enrolmentUpdate } from "../lib/event.ts";
-import { JobProcess, Stack, unique, waitFor } from "./local_stack.ts";
+import { JobProcess, Stack, unique, waitFor } from "../tests/support/stack.ts";
 
 /** A course: units (child collections) with their leaf contents; the last content is optional. */
 const COURSES: Record<string, Record<string, string[]>> = {

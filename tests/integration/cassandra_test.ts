@@ -13,7 +13,7 @@ import { checkCassandraSchema, verifySchema } from "../../lib/cassandra_schema.t
 import { CassandraProgressStore } from "../../lib/cassandra_store.ts";
 import type { EnrolmentKey } from "../../lib/event.ts";
 import { type EnrolmentWrite, PermanentError } from "../../lib/ports.ts";
-import { identifierSuffix, stackCassandra, unique } from "../../scripts/local_stack.ts";
+import { identifierSuffix, stackCassandra, unique } from "../support/stack.ts";
 
 const cfg = stackCassandra();
 const ks = cfg.keyspace;

@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { enrolmentUpdate } from "../../lib/event.ts";
-import { exampleSets } from "../fixtures.ts";
-import { JobProcess, Stack, unique, waitFor } from "../../scripts/local_stack.ts";
+import { exampleSets } from "../support/fixtures.ts";
+import { JobProcess, Stack, unique, waitFor } from "../support/stack.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { enrolmentUpdate } from "../../lib/event.ts";
 import { unitChecksum } from "../../lib/checksum.ts";
-import { EXAMPLE_CONTENTS, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
-import { JobProcess, metricValue, Stack, unique, waitFor } from "../../scripts/local_stack.ts";
+import { EXAMPLE_CONTENTS, EXAMPLE_ROWS, exampleSets } from "../support/fixtures.ts";
+import { JobProcess, metricValue, Stack, unique, waitFor } from "../support/stack.ts";
 
 // KafkaJS and the Cassandra driver keep sockets and timers that outlive a test's
 // last await; each test closes every client it opened in its `finally`.

@@ -10,16 +10,9 @@ import { fileURLToPath } from "node:url";
 import { unitChecksum } from "../../lib/checksum.ts";
 import type { EnrolmentKey } from "../../lib/event.ts";
 import { VERSION } from "../../lib/version.ts";
-import { EXAMPLE_CONTENTS, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
+import { EXAMPLE_CONTENTS, EXAMPLE_ROWS, exampleSets } from "../support/fixtures.ts";
 import { enrolmentUpdate } from "../../lib/event.ts";
-import {
-  freePort,
-  JobProcess,
-  metricValue,
-  Stack,
-  unique,
-  waitFor,
-} from "../../scripts/local_stack.ts";
+import { freePort, JobProcess, metricValue, Stack, unique, waitFor } from "../support/stack.ts";
 
 // KafkaJS and the Cassandra driver keep sockets and timers that outlive a test's
 // last await; each test closes every client it opened in its `finally`.

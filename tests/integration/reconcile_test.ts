@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import cassandra from "cassandra-driver";
 import type { EnrolmentKey } from "../../lib/event.ts";
-import { exampleSets } from "../fixtures.ts";
-import { JobProcess, Stack, unique, waitFor } from "../../scripts/local_stack.ts";
+import { exampleSets } from "../support/fixtures.ts";
+import { JobProcess, Stack, unique, waitFor } from "../support/stack.ts";
 
 // KafkaJS and the Cassandra driver keep sockets and timers that outlive a test's
 // last await; each test closes every client it opened in its `finally`.

@@ -16,7 +16,7 @@ import {
   RedisDedupStore,
   RedisRelationCache,
 } from "../../lib/redis.ts";
-import { stackRedis, unique } from "../../scripts/local_stack.ts";
+import { stackRedis, unique } from "../support/stack.ts";
 
 const server = stackRedis();
 const relationTarget = { ...server, db: 10, localTtlMs: 0 };

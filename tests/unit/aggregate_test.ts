@@ -8,8 +8,8 @@ import assert from "node:assert/strict";
 import { planEnrolment, type PlanOptions } from "../../lib/aggregate.ts";
 import type { Unit } from "../../lib/event.ts";
 import type { ConsumptionRow, EnrolmentRow } from "../../lib/ports.ts";
-import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
-import { sequentialIds } from "../stubs.ts";
+import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../support/fixtures.ts";
+import { sequentialIds } from "../support/stubs.ts";
 
 const NOW = 1_700_000_000_000;
 const options = (overrides: Partial<PlanOptions> = {}): PlanOptions => ({

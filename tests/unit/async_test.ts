@@ -7,7 +7,7 @@ import {
   retryWithBackoff,
 } from "../../lib/async.ts";
 import { InputRejectedError, PermanentError } from "../../lib/ports.ts";
-import { FakeClock, Outage } from "../stubs.ts";
+import { FakeClock, Outage } from "../support/stubs.ts";
 
 /** Lets pending promise callbacks run. */
 const settle = () => new Promise((resolve) => setTimeout(resolve, 0));

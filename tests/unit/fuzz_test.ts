@@ -17,7 +17,7 @@ import { processWindow, type WindowSummary } from "../../lib/pipeline.ts";
 import type { CommitOffset, InputMessage, InputSource, OutputEvent } from "../../lib/ports.ts";
 import { Runner } from "../../lib/runner.ts";
 import type { Window } from "../../lib/window.ts";
-import { parseInput, stubWorld } from "../stubs.ts";
+import { parseInput, stubWorld } from "../support/stubs.ts";
 import { describeError, rebuildError, recordedCases } from "../support/driver_errors.ts";
 import {
   generateCorpus,

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { AbortedError, type Retry } from "../../lib/async.ts";
 import { ATTEMPTS_BEFORE_SPLIT, runIsolated } from "../../lib/isolate.ts";
 import { InputRejectedError, PermanentError } from "../../lib/ports.ts";
-import { immediateRetry, isolateWith, Outage } from "../stubs.ts";
+import { immediateRetry, isolateWith, Outage } from "../support/stubs.ts";
 
 const items = Array.from({ length: 16 }, (_, i) => i);
 

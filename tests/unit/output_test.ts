@@ -7,8 +7,8 @@ import {
   midHash,
   TRUNCATED_VALUE_BYTES,
 } from "../../lib/output.ts";
-import { EXAMPLE_KEY } from "../fixtures.ts";
-import { sequentialIds } from "../stubs.ts";
+import { EXAMPLE_KEY } from "../support/fixtures.ts";
+import { sequentialIds } from "../support/stubs.ts";
 
 const stamp = { now: 1_700_000_000_000, newId: sequentialIds() };
 const source = { topic: "in", partition: 3, offset: "42" };

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import { enrolmentUpdate } from "../../lib/event.ts";
 import { certificateMarker, unitChecksum } from "../../lib/checksum.ts";
 import { processWindow } from "../../lib/pipeline.ts";
-import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
+import { EXAMPLE_CONTENTS, EXAMPLE_KEY, EXAMPLE_ROWS, exampleSets } from "../support/fixtures.ts";
 import { AbortedError } from "../../lib/async.ts";
 import { InputRejectedError } from "../../lib/ports.ts";
-import { immediateRetry, isolateWith, stubWorld, windowOf } from "../stubs.ts";
+import { immediateRetry, isolateWith, stubWorld, windowOf } from "../support/stubs.ts";
 
 function exampleWorld(opts: Parameters<typeof stubWorld>[0] = {}) {
   const world = stubWorld({ sets: exampleSets(), ...opts });

@@ -16,8 +16,8 @@ import {
   singleEnrolment,
   UsageError,
 } from "../../lib/reconcile.ts";
-import { EXAMPLE_ROWS, exampleSets } from "../fixtures.ts";
-import { isolateWith, stubWorld } from "../stubs.ts";
+import { EXAMPLE_ROWS, exampleSets } from "../support/fixtures.ts";
+import { isolateWith, stubWorld } from "../support/stubs.ts";
 
 const key = (userId: string, courseId = "C1", batchId = "B1"): EnrolmentKey => ({
   userId,

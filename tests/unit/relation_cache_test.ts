@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { LocalTtlRelationCache } from "../../lib/relation_cache.ts";
-import { FakeClock, MemoryRelationCache } from "../stubs.ts";
+import { FakeClock, MemoryRelationCache } from "../support/stubs.ts";
 
 Deno.test("local relation cache: caches non-empty sets until the TTL passes", async () => {
   const inner = new MemoryRelationCache({ a: ["1"], b: ["2", "3"] });

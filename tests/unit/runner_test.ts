@@ -4,8 +4,8 @@ import { emptySummary, processWindow } from "../../lib/pipeline.ts";
 import { Runner, type RunnerDeps } from "../../lib/runner.ts";
 import type { Window } from "../../lib/window.ts";
 import { AbortedError } from "../../lib/async.ts";
-import { EXAMPLE_KEY, exampleSets } from "../fixtures.ts";
-import { FakeClock, MemorySource, parseInput, stubWorld } from "../stubs.ts";
+import { EXAMPLE_KEY, exampleSets } from "../support/fixtures.ts";
+import { FakeClock, MemorySource, parseInput, stubWorld } from "../support/stubs.ts";
 
 /** A runner whose windows are recorded, and processed when the test says so. */
 function recordingRunner(limits = { maxUnits: 3, maxWaitMs: 1000 }) {

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { EnrolmentKey } from "../lib/event.ts";
+import type { EnrolmentKey } from "../../lib/event.ts";
 
 /** The enrolment of the example. */
 export const EXAMPLE_KEY: EnrolmentKey = { userId: "U-1", courseId: "C1", batchId: "B1" };

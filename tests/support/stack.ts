@@ -14,10 +14,10 @@ import cassandra from "cassandra-driver";
 import { Redis } from "ioredis";
 import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
 import { fileURLToPath } from "node:url";
-import type { Config } from "../lib/config.ts";
-import type { EnrolmentKey } from "../lib/event.ts";
-import { muteKafkajsTimerWarning } from "../lib/kafka.ts";
-import { provision } from "./provision.ts";
+import type { Config } from "../../lib/config.ts";
+import type { EnrolmentKey } from "../../lib/event.ts";
+import { muteKafkajsTimerWarning } from "../../lib/kafka.ts";
+import { provision } from "../../scripts/provision.ts";
 import { type SearchStub, startSearchStub } from "./search_stub.ts";
 
 muteKafkajsTimerWarning();
@@ -55,7 +55,7 @@ export function identifierSuffix(): string {
   return crypto.randomUUID().replaceAll("-", "").slice(0, 12);
 }
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BROKERS = (Deno.env.get("KAFKA_BROKER_SERVERS") ?? "127.0.0.1:19092").split(",");
 
 /** Polls `check` until it returns a truthy value; fails naming `what` after `timeoutMs`. */

@@ -5,18 +5,18 @@
  * @module
  */
 
-import type { Retry } from "../lib/async.ts";
+import type { Retry } from "../../lib/async.ts";
 import {
   enrolmentId,
   type EnrolmentKey,
   type ParsedMessage,
   parseMessage,
   parseSyncRequest,
-} from "../lib/event.ts";
-import type { IsolateOptions } from "../lib/isolate.ts";
-import { JobMetrics } from "../lib/metrics.ts";
-import type { PipelineDeps, PipelineSettings } from "../lib/pipeline.ts";
-import { type Window, WindowBuilder } from "../lib/window.ts";
+} from "../../lib/event.ts";
+import type { IsolateOptions } from "../../lib/isolate.ts";
+import { JobMetrics } from "../../lib/metrics.ts";
+import type { PipelineDeps, PipelineSettings } from "../../lib/pipeline.ts";
+import { type Window, WindowBuilder } from "../../lib/window.ts";
 import type {
   AggregateWrite,
   Clock,
@@ -33,7 +33,7 @@ import type {
   OutputEvent,
   ProgressStore,
   RelationCache,
-} from "../lib/ports.ts";
+} from "../../lib/ports.ts";
 
 /** Thrown by a stub told to fail, standing in for an outage. */
 export class Outage extends Error {}
