@@ -295,6 +295,11 @@ export class MemorySource implements InputSource {
       this.#offsets.set(partition, offset + 1);
       return inputMessage(value, { ...opts, partition, offset });
     });
+    return this.deliverMessages(batch);
+  }
+
+  /** Delivers prepared messages as one batch; resolves when the runner has settled it. */
+  deliverMessages(batch: InputMessage[]): Promise<void> {
     return this.#handle!(batch);
   }
 

@@ -14,10 +14,10 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { produceRequests } from "../../lib/kafka.ts";
 import { processWindow, type WindowSummary } from "../../lib/pipeline.ts";
-import type { CommitOffset, InputMessage, InputSource, OutputEvent } from "../../lib/ports.ts";
+import type { InputMessage, OutputEvent } from "../../lib/ports.ts";
 import { Runner } from "../../lib/runner.ts";
 import type { Window } from "../../lib/window.ts";
-import { parseInput, stubWorld } from "../support/stubs.ts";
+import { MemorySource, parseInput, stubWorld } from "../support/stubs.ts";
 import { describeError, rebuildError, recordedCases } from "../support/driver_errors.ts";
 import {
   generateCorpus,
@@ -116,28 +116,6 @@ function classify(value: Uint8Array | null): Outcome {
 
 // ------------------------------------------------------------------ harness
 
-/** An input topic fed with prepared messages, a batch of one partition at a time. */
-class RawSource implements InputSource {
-  readonly commits: CommitOffset[][] = [];
-  paused = false;
-  #handle: ((messages: InputMessage[]) => Promise<void>) | null = null;
-  start(handle: (messages: InputMessage[]) => Promise<void>): Promise<void> {
-    this.#handle = handle;
-    return Promise.resolve();
-  }
-  pause(): void {
-    this.paused = true;
-  }
-  commit(offsets: CommitOffset[]): Promise<void> {
-    this.commits.push(offsets);
-    return Promise.resolve();
-  }
-  /** Resolves once the runner has settled the batch (committed or abandoned). */
-  deliver(batch: InputMessage[]): Promise<void> {
-    return this.#handle!(batch);
-  }
-}
-
 /** Up to three examples and a count per broken property. */
 class Violations {
   readonly found = new Map<string, { count: number; examples: string[] }>();
@@ -216,7 +194,7 @@ interface RunResult {
   summaries: WindowSummary[];
   windows: number[][];
   escapes: string[];
-  source: RawSource;
+  source: MemorySource;
   storeCalls: { what: string; args: unknown[] }[];
   seeds: Seeds;
   runtimeMs: number;
@@ -340,7 +318,7 @@ async function run(seed: number): Promise<RunResult> {
     collections: spy(world.collections, "collections", record),
   };
 
-  const source = new RawSource();
+  const source = new MemorySource();
   const summaries: WindowSummary[] = [];
   const windows: number[][] = [];
   const escapes: string[] = [];
@@ -390,7 +368,7 @@ async function run(seed: number): Promise<RunResult> {
     });
     for (const batch of batches(delivered, seed)) {
       try {
-        await source.deliver(batch.map((d) => d.input));
+        await source.deliverMessages(batch.map((d) => d.input));
       } catch (error) {
         escapes.push(
           `handle() rejected on a batch from ${describeMessage(batch[0])}: ${
