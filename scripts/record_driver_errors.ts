@@ -24,6 +24,7 @@ import process from "node:process";
 import {
   describeError as describe,
   jsonSafe as safe,
+  type RecordedCase,
   type RecordedError,
 } from "../tests/support/driver_errors.ts";
 
@@ -37,24 +38,11 @@ const KAFKA_BROKER = env("KAFKA_BROKER_SERVERS", "127.0.0.1:19092").split(",")[0
 const OUT = Deno.args[0] ?? new URL("../tests/fixtures/driver_errors.json", import.meta.url)
   .pathname;
 
-/** A recorded case: what was done, and what was thrown (or why nothing was). */
-interface Case {
-  id: string;
-  driver: "cassandra" | "redis" | "kafka" | "search";
-  case: string;
-  how: string;
-  error?: RecordedError;
-  /** The value the call returned when it did not throw. */
-  result?: unknown;
-  skipped?: string;
-  ms?: number;
-}
-
-const cases: Case[] = [];
+const cases: RecordedCase[] = [];
 
 /** Runs `fn`, expecting it to throw, and records the error (or the result). */
 async function record(
-  driver: Case["driver"],
+  driver: RecordedCase["driver"],
   id: string,
   what: string,
   how: string,
@@ -68,7 +56,7 @@ async function record(
       CASE_TIMEOUT_MS,
     );
   });
-  const entry: Case = { id, driver, case: what, how };
+  const entry: RecordedCase = { id, driver, case: what, how };
   try {
     entry.result = safe(await Promise.race([fn(), timeout]), 0);
   } catch (error) {
@@ -92,7 +80,7 @@ function truncate(s: string): string {
   return s.length > STRING_LIMIT ? `${s.slice(0, STRING_LIMIT)}…[${s.length} chars]` : s;
 }
 
-function skip(driver: Case["driver"], id: string, what: string, why: string): void {
+function skip(driver: RecordedCase["driver"], id: string, what: string, why: string): void {
   cases.push({ id, driver, case: what, how: "", skipped: why });
   console.error(`${driver.padEnd(9)} ${id.padEnd(34)} skipped: ${why}`);
 }
@@ -895,7 +883,7 @@ async function section(name: string, fn: () => Promise<void>): Promise<void> {
     console.error(`${name}: the section stopped early: ${error}`);
     cases.push({
       id: `${name}-setup`,
-      driver: name as Case["driver"],
+      driver: name as RecordedCase["driver"],
       case: "setup of the section",
       how: "",
       skipped: `the section stopped early: ${truncate(String(error))}`,
