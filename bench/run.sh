@@ -19,10 +19,12 @@ bash scripts/stack.sh status >/dev/null || {
 mkdir -p bench/results
 out="bench/results/lean-$(date -u +%Y-%m-%dT%H%M%SZ).md"
 {
-  echo "# bash bench/run.sh $*"
+  echo "# bash bench/run.sh${*:+ $*}"
   echo
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
   echo
 } >"$out"
 scripts/deno.sh run --allow-all bench/lean_bench.ts "$@" | tee -a "$out"
+# Formatted like the rest of the repository (deno task check runs deno fmt --check).
+scripts/deno.sh fmt --quiet "$out" || true
 echo "bench: saved $out" >&2
