@@ -8,8 +8,8 @@
  * - readState: step 2, one partition per enrolment
  * - readUnitStructure: the sets of step 7
  * - planAll: steps 3–9 as pure code (lib/aggregate.ts)
- * - applyCompletions: step 8's completions, 8 at a time: certificate pairs,
- *   then at once a marker of their acknowledgement and their status-2 writes
+ * - applyCompletions: step 8's completions: certificate pairs, then at once
+ *   a marker of their acknowledgement, then their status-2 writes
  * - applyEffects: steps 4, 6, 7, 8 (in progress) and 9, side by side
  * - sendFailures: failed messages and enrolments to the failed topic (SPEC §8)
  * - storeChecksums: step 10
@@ -112,14 +112,6 @@ export interface EnrolmentOutcome {
   result: "processed" | "retired" | "failed";
   reason?: string;
 }
-
-/**
- * Completions whose certificate pairs go out together, each group's marker
- * and status-2 writes following its acknowledgement. A crash between the
- * acknowledgement and the marker repeats the pairs of one group at most
- * (bench/README.md, "Kill storm").
- */
-export const COMPLETION_CHUNK = 8;
 
 /** One window's progress through the steps. */
 interface Run {
@@ -350,13 +342,12 @@ function planAll(run: Run, enrolments: ReadEnrolment[], sets: StructureSets): Pl
 }
 
 /**
- * Step 8's completions, a few at a time. Each certificate request and
- * enrol-complete event go to Kafka on their own; as soon as Kafka has
- * acknowledged them, a marker in the de-duplication store records it, and the
- * status-2 write follows. A crash before the status-2 write replays the
- * enrolment, and the marker spares it a second certificate; only a crash
- * between the acknowledgement and the marker (a Redis round trip) repeats
- * the pair.
+ * Step 8's completions. The certificate requests and enrol-complete events
+ * go to Kafka on their own; as soon as Kafka has acknowledged them, a marker
+ * per enrolment in the de-duplication store records it, and the status-2
+ * writes follow. A crash before a status-2 write replays the enrolment, and
+ * the marker spares it a second certificate: only a crash inside the Redis
+ * round trip between the acknowledgement and the markers repeats the pairs.
  */
 async function applyCompletions(
   run: Run,
@@ -364,37 +355,33 @@ async function applyCompletions(
 ): Promise<Set<PlannedEnrolment>> {
   const { sink, progress, dedup, metrics, isolate } = run.deps;
   const marker = (p: PlannedEnrolment) => certificateMarker(p.group.key);
-  const done = new Set<PlannedEnrolment>();
-  for (let i = 0; i < completing.length; i += COMPLETION_CHUNK) {
-    const chunk = completing.slice(i, i + COMPLETION_CHUNK);
-    const acknowledged = new Set<string>();
-    const unchecked = await runIsolated("check-certificates", chunk, async (subset) => {
-      (await dedup.existing(subset.map(marker))).forEach((m) => acknowledged.add(m));
-    }, isolate);
-    const checked = survivors(run, chunk, unchecked, "check-certificates");
-    const toSend = checked.filter((p) => !acknowledged.has(marker(p)));
-    const unsent = await runIsolated(
-      "send-certificates",
-      toSend,
-      (subset) => sink.send(subset.flatMap((p) => p.plan.completionEvents)),
-      isolate,
-    );
-    const sent = survivors(run, toSend, unsent, "send-certificates");
-    const unmarked = await runIsolated(
-      "mark-certificates",
-      sent,
-      (subset) => dedup.store(subset.map(marker)),
-      isolate,
-    );
-    survivors(run, sent, unmarked, "mark-certificates");
-    run.summary.certificates += sent.length - unmarked.size;
-    const writable = checked.filter((p) => !unsent.has(p) && !unmarked.has(p));
-    const unwritten = await runIsolated("write-completions", writable, async (subset) => {
-      await progress.writeEnrolments(subset.map((p) => p.plan.enrolment!));
-      metrics.inc("dbWrites", subset.length);
-    }, isolate);
-    survivors(run, writable, unwritten, "write-completions").forEach((p) => done.add(p));
-  }
+  const acknowledged = new Set<string>();
+  const unchecked = await runIsolated("check-certificates", completing, async (subset) => {
+    (await dedup.existing(subset.map(marker))).forEach((m) => acknowledged.add(m));
+  }, isolate);
+  const checked = survivors(run, completing, unchecked, "check-certificates");
+  const toSend = checked.filter((p) => !acknowledged.has(marker(p)));
+  const unsent = await runIsolated(
+    "send-certificates",
+    toSend,
+    (subset) => sink.send(subset.flatMap((p) => p.plan.completionEvents)),
+    isolate,
+  );
+  const sent = survivors(run, toSend, unsent, "send-certificates");
+  const unmarked = await runIsolated(
+    "mark-certificates",
+    sent,
+    (subset) => dedup.store(subset.map(marker)),
+    isolate,
+  );
+  survivors(run, sent, unmarked, "mark-certificates");
+  run.summary.certificates = sent.length - unmarked.size;
+  const writable = checked.filter((p) => !unsent.has(p) && !unmarked.has(p));
+  const unwritten = await runIsolated("write-completions", writable, async (subset) => {
+    await progress.writeEnrolments(subset.map((p) => p.plan.enrolment!));
+    metrics.inc("dbWrites", subset.length);
+  }, isolate);
+  const done = new Set(survivors(run, writable, unwritten, "write-completions"));
   run.summary.completions = done.size;
   return done;
 }
