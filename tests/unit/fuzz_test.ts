@@ -1041,7 +1041,6 @@ Deno.test("fuzz: the generator's intent agrees with the model of SPEC §3", () =
 });
 
 Deno.test("fuzz: hostile input through the Runner and processWindow", async (t) => {
-  const started = performance.now();
   const { result, v } = await runOnce();
   const total = result.delivered.length;
   assert.ok(total >= 10_000 || COUNT < 10_000, `only ${total} messages`);
@@ -1059,10 +1058,6 @@ Deno.test("fuzz: hostile input through the Runner and processWindow", async (t) 
   ) {
     await t.step(property, () => v.check(property));
   }
-  await t.step("runs within 60 s", () => {
-    const ms = performance.now() - started;
-    assert.ok(ms < 60_000, `took ${Math.round(ms)} ms`);
-  });
 });
 
 Deno.test("driver error fixtures rebuild to the recorded shapes", () => {
