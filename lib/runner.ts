@@ -78,7 +78,7 @@ export class Runner {
    */
   async handleBatch(messages: InputMessage[]): Promise<void> {
     let last = -1;
-    for (const message of messages) last = Math.max(last, await this.handle(message));
+    for (const message of messages) last = Math.max(last, await this.#take(message));
     // Nothing in flight: at low load a batch waits for one round of
     // processing rather than for the interval (SPEC §5).
     if (this.#draining === null) this.#closeWindow();
@@ -89,7 +89,7 @@ export class Runner {
    * Takes one consumed message; resolves when the loop may take the next,
    * with the message's sequence number, or -1 when it was left out.
    */
-  async handle(message: InputMessage): Promise<number> {
+  async #take(message: InputMessage): Promise<number> {
     // After a stop, a message is left uncommitted: the next run reads it again.
     if (this.#stopping) return -1;
     const seq = this.#nextSeq++;
