@@ -17,9 +17,8 @@
 import v8 from "node:v8";
 import vm from "node:vm";
 import { planEnrolment, type StructureSets } from "../lib/aggregate.ts";
-import { enrolmentId } from "../lib/event.ts";
 import { processWindow } from "../lib/pipeline.ts";
-import { sequentialIds, stubWorld, windowOf } from "../tests/support/stubs.ts";
+import { sequentialIds, storeKey, stubWorld, windowOf } from "../tests/support/stubs.ts";
 import {
   type Course,
   type EnrolmentPlanData,
@@ -170,8 +169,8 @@ export async function runPipelineBench(opts: PipelineBenchOptions): Promise<Pipe
     // checksums): they stand in for external stores, and keeping them would
     // measure the stubs' growth rather than the pipeline's.
     for (const e of data) {
-      world.progress.consumption.delete(enrolmentId(e.key));
-      world.progress.enrolments.delete(enrolmentId(e.key));
+      world.progress.consumption.delete(storeKey(e.key));
+      world.progress.enrolments.delete(storeKey(e.key));
     }
     world.progress.aggregates.clear();
     world.progress.writeLog.length = 0;

@@ -163,9 +163,9 @@ export function enrolmentSync(key: EnrolmentKey): { eid: string; edata: Record<s
   };
 }
 
-/** The string that identifies an enrolment in maps and logs. */
+/** The string that identifies an enrolment in maps: unambiguous whatever its ids contain. */
 export function enrolmentId(key: EnrolmentKey): string {
-  return `${key.userId}|${key.courseId}|${key.batchId}`;
+  return JSON.stringify([key.userId, key.courseId, key.batchId]);
 }
 
 function failed(

@@ -7,7 +7,6 @@
 
 import type { Retry } from "../../lib/async.ts";
 import {
-  enrolmentId,
   type EnrolmentKey,
   type ParsedMessage,
   parseMessage,
@@ -34,6 +33,11 @@ import type {
   ProgressStore,
   RelationCache,
 } from "../../lib/ports.ts";
+
+/** How the stores key an enrolment: `userId|courseId|batchId`, short to write in tests. */
+export function storeKey(key: EnrolmentKey): string {
+  return `${key.userId}|${key.courseId}|${key.batchId}`;
+}
 
 /** Thrown by a stub told to fail, standing in for an outage. */
 export class Outage extends Error {}
@@ -75,14 +79,14 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
 
   /** Seeds a consumption row as the upstream service writes it. */
   seedConsumption(key: EnrolmentKey, row: ConsumptionRow): void {
-    const rows = this.consumption.get(enrolmentId(key)) ?? new Map();
+    const rows = this.consumption.get(storeKey(key)) ?? new Map();
     rows.set(row.contentId, row);
-    this.consumption.set(enrolmentId(key), rows);
+    this.consumption.set(storeKey(key), rows);
   }
 
   /** Seeds an enrolment row. */
   seedEnrolment(key: EnrolmentKey, status: number | null): void {
-    this.enrolments.set(enrolmentId(key), { status, contentStatus: {} });
+    this.enrolments.set(storeKey(key), { status, contentStatus: {} });
   }
 
   /** The `completedCount` aggregate of an activity for a user in a batch. */
@@ -93,13 +97,13 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
   readConsumption(key: EnrolmentKey): Promise<ConsumptionRow[]> {
     this.check("readConsumption");
     return Promise.resolve(
-      [...(this.consumption.get(enrolmentId(key))?.values() ?? [])].map((r) => ({ ...r })),
+      [...(this.consumption.get(storeKey(key))?.values() ?? [])].map((r) => ({ ...r })),
     );
   }
 
   readEnrolment(key: EnrolmentKey): Promise<EnrolmentRow | null> {
     this.check("readEnrolment");
-    const row = this.enrolments.get(enrolmentId(key));
+    const row = this.enrolments.get(storeKey(key));
     return Promise.resolve(row ? { status: row.status, progress: row.progress ?? null } : null);
   }
 
@@ -107,7 +111,7 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
     this.check("writeProgress");
     this.writeLog.push({ counters, aggregates });
     for (const c of counters) {
-      const rows = this.consumption.get(enrolmentId(c.key)) ?? new Map();
+      const rows = this.consumption.get(storeKey(c.key)) ?? new Map();
       // Like the real table: only the counters are written; status stays as upstream left it.
       const row = rows.get(c.contentId) ?? { contentId: c.contentId, status: 1 };
       rows.set(c.contentId, {
@@ -115,7 +119,7 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
         viewCount: c.viewCount,
         completedCount: c.completedCount,
       });
-      this.consumption.set(enrolmentId(c.key), rows);
+      this.consumption.set(storeKey(c.key), rows);
     }
     for (const a of aggregates) {
       this.aggregates.set(`${a.activityId}|${a.contextId}|${a.userId}`, {
@@ -132,7 +136,7 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
     this.check("writeEnrolments");
     this.enrolmentWriteLog.push(writes);
     for (const w of writes) {
-      const row = this.enrolments.get(enrolmentId(w.key)) ?? { status: null, contentStatus: {} };
+      const row = this.enrolments.get(storeKey(w.key)) ?? { status: null, contentStatus: {} };
       row.progress = w.progress;
       row.datetime = w.at;
       row.contentStatus = { ...row.contentStatus, ...w.contentStatus };
@@ -141,7 +145,7 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
         row.status = w.statusChange.status;
         if (w.statusChange.completedOn !== undefined) row.completedOn = w.statusChange.completedOn;
       }
-      this.enrolments.set(enrolmentId(w.key), row);
+      this.enrolments.set(storeKey(w.key), row);
     }
     return Promise.resolve();
   }

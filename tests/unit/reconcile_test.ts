@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { AbortedError } from "../../lib/async.ts";
-import { enrolmentId, type EnrolmentKey } from "../../lib/event.ts";
+import type { EnrolmentKey } from "../../lib/event.ts";
 import { PermanentError } from "../../lib/ports.ts";
 import {
   csvFields,
@@ -17,7 +17,7 @@ import {
   UsageError,
 } from "../../lib/reconcile.ts";
 import { EXAMPLE_ROWS, exampleSets } from "../support/fixtures.ts";
-import { isolateWith, stubWorld } from "../support/stubs.ts";
+import { isolateWith, storeKey, stubWorld } from "../support/stubs.ts";
 
 const key = (userId: string, courseId = "C1", batchId = "B1"): EnrolmentKey => ({
   userId,
@@ -362,7 +362,7 @@ Deno.test("many enrolments go in windows of the given size, with progress on std
     "reconcile: 1000/2500 enrolments, 0 failed",
     "reconcile: 2000/2500 enrolments, 0 failed",
   ]);
-  assert.equal(w.progress.enrolments.get(enrolmentId(key("L-2499")))!.progress, 1);
+  assert.equal(w.progress.enrolments.get(storeKey(key("L-2499")))!.progress, 1);
 });
 
 Deno.test("a permanent error stops the run: printed, the rest unfinished, exit 1", async () => {

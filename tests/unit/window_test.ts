@@ -3,9 +3,9 @@ import { enrolmentUpdate, type ParsedMessage, parseMessage } from "../../lib/eve
 import { groupByEnrolment, WindowBuilder } from "../../lib/window.ts";
 
 const key = { userId: "U-1", courseId: "C1", batchId: "B1" };
-function entry(partition: number, offset: number, contentIds: string[]) {
+function entry(partition: number, offset: number, contentIds: string[], k = key) {
   const value = new TextEncoder().encode(
-    JSON.stringify(enrolmentUpdate(key, contentIds.map((contentId) => ({ contentId, status: 2 })))),
+    JSON.stringify(enrolmentUpdate(k, contentIds.map((contentId) => ({ contentId, status: 2 })))),
   );
   return {
     message: {
@@ -92,4 +92,15 @@ Deno.test("units and sync requests group by enrolment in order of first appearan
   ]);
   assert.deepEqual(groups[0].units.map((x) => x.contentId), ["R1", "R2", "R1"]);
   assert.deepEqual(groups[1].units, []);
+});
+
+Deno.test("enrolments whose ids differ only in where a separator falls are never grouped as one", () => {
+  const builder = new WindowBuilder({ maxUnits: 100, maxWaitMs: 1000 });
+  const keys = [
+    { userId: "a|b", courseId: "c", batchId: "B" },
+    { userId: "a", courseId: "b|c", batchId: "B" },
+  ];
+  keys.forEach((k, i) => builder.add(entry(0, i, ["R1"], k), 0));
+  const groups = groupByEnrolment(builder.take()!.messages);
+  assert.deepEqual(groups.map((g) => g.key), keys);
 });
