@@ -138,13 +138,23 @@ function outageEvents(keys: EnrolmentKey[]) {
 }
 
 /** Waits until the events of {@linkcode outageEvents} are applied; asserts each enrolment and checksum. */
-async function assertOutageApplied(stack: Stack, keys: EnrolmentKey[]): Promise<void> {
+async function assertOutageApplied(
+  stack: Stack,
+  keys: EnrolmentKey[],
+  committed: number,
+): Promise<void> {
   const [done1, done2, partial1, partial2] = keys;
   await waitFor("every enrolment of the outage applied", async () => {
     const rows = await Promise.all(keys.map((k) => stack.enrolment(k)));
     return rows[0]?.status === 2 && rows[1]?.status === 2 &&
       rows[2]?.progress === 1 && rows[3]?.progress === 1;
   }, 30_000);
+  // Completions are written first and checksums last: the window is whole once committed.
+  await waitFor(
+    "the outage's events committed",
+    async () => (await stack.committedInput()) === committed,
+    30_000,
+  );
   for (const key of [done1, done2]) {
     assert.deepEqual((await stack.enrolment(key))?.contentStatus, { R1: 2, R2: 2, R3: 2 });
   }
@@ -315,9 +325,10 @@ Deno.test(
       // enrolment touching every content loads all of its non-empty sets.
       await stack.produce([enrolmentUpdate(warm, completed(["R1", "R2", "R3", "R4"]))]);
       await waitFor(
-        "the warm-up enrolment",
-        async () => (await stack.enrolment(warm))?.status === 2,
+        "the warm-up window committed",
+        async () => (await stack.committedInput()) === 1,
       );
+      assert.equal((await stack.enrolment(warm))?.status, 2);
 
       const { stopMs, upMs } = await duringOutage("redis", async () => {
         // Idle: no stage has failed, so readiness has not changed (ioredis only reconnects).
@@ -338,7 +349,7 @@ Deno.test(
       const upAt = performance.now();
       await job.ready(30_000);
       const readyMs = Math.round(performance.now() - upAt);
-      await assertOutageApplied(stack, keys);
+      await assertOutageApplied(stack, keys, 1 + outageEvents(keys).length);
       const appliedMs = Math.round(performance.now() - upAt);
       await waitFor(
         "the outage's messages committed",
@@ -400,7 +411,7 @@ Deno.test(
       await job.ready(60_000);
       const readyMs = Math.round(performance.now() - upAt);
       await stack.reconnectCassandra();
-      await assertOutageApplied(stack, keys);
+      await assertOutageApplied(stack, keys, outageEvents(keys).length);
       const appliedMs = Math.round(performance.now() - upAt);
       await waitFor(
         "the outage's messages committed",
@@ -616,13 +627,11 @@ Deno.test(
       const replay = await run(["replay", file]);
       assert.equal(replay.code, 0, replay.out);
       assert.match(replay.out, new RegExp(`sent 1 to ${stack.topics.input}; 0 not sent`));
-      const row = await waitFor("the replayed enrolment", async () => {
-        const r = await stack.enrolment(key);
-        return r?.status === 2 ? r : null;
-      });
+      await waitFor("both messages committed", async () => (await stack.committedInput()) === 2);
+      const row = (await stack.enrolment(key))!;
+      assert.equal(row.status, 2);
       assert.deepEqual(row.contentStatus, { R1: 2, R2: 2, R3: 2 });
       assert.ok(await stack.hasChecksum(unitChecksum({ ...key, contentId: "R1" })));
-      await waitFor("both messages committed", async () => (await stack.committedInput()) === 2);
       assert.equal(failed.length, 1);
 
       // A file with a line that is not JSON sends the rest and exits 1, naming the line.
