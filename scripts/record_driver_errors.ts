@@ -25,7 +25,6 @@ import {
   describeError as describe,
   jsonSafe as safe,
   type RecordedCase,
-  type RecordedError,
 } from "../tests/support/driver_errors.ts";
 
 const STRING_LIMIT = 300;
