@@ -697,17 +697,7 @@ function checkApplied(r: RunResult, v: Violations, ex: Expected): void {
   }
   const audits = new Map<string, number>();
   for (const a of sink.on("audit")) {
-    const ctx = a.context as { cdata?: { type: string; id: string }[] };
-    const obj = a.object as { id: string; rollup?: { l1?: string } };
-    const k = auditKey(
-      {
-        userId: (a.actor as { id: string }).id,
-        courseId: String(obj.rollup?.l1),
-        batchId: String(ctx.cdata?.find((c) => c.type === "CourseBatch")?.id),
-      },
-      obj.id,
-      (a.edata as { type: string }).type,
-    );
+    const k = auditKeyOf(a);
     audits.set(k, (audits.get(k) ?? 0) + 1);
   }
   const diff = (name: string, got: Map<string, number>, want: Map<string, number>) => {
@@ -746,20 +736,25 @@ function checkApplied(r: RunResult, v: Violations, ex: Expected): void {
   }
 }
 
+/** The model's key of an AUDIT event as sent: its enrolment, object and action. */
+function auditKeyOf(a: Record<string, unknown>): string {
+  const ctx = a.context as { cdata?: { type: string; id: string }[] };
+  const obj = a.object as { id: string; rollup?: { l1?: string } };
+  return auditKey(
+    {
+      userId: (a.actor as { id: string }).id,
+      courseId: String(obj.rollup?.l1),
+      batchId: String(ctx.cdata?.find((c) => c.type === "CourseBatch")?.id),
+    },
+    obj.id,
+    (a.edata as { type: string }).type,
+  );
+}
+
 function checkMids(r: RunResult, v: Violations, ex: Expected): void {
   const P = "AUDIT and certificate mids are deterministic (SPEC §8)";
   for (const a of r.world.sink.on("audit")) {
-    const ctx = a.context as { cdata?: { type: string; id: string }[] };
-    const obj = a.object as { id: string; rollup?: { l1?: string } };
-    const k = auditKey(
-      {
-        userId: (a.actor as { id: string }).id,
-        courseId: String(obj.rollup?.l1),
-        batchId: String(ctx.cdata?.find((c) => c.type === "CourseBatch")?.id),
-      },
-      obj.id,
-      (a.edata as { type: string }).type,
-    );
+    const k = auditKeyOf(a);
     const want = ex.mids.get(k);
     if (want && a.mid !== want) {
       v.add(P, `AUDIT ${show(k.replaceAll("\u0001", " / "))}: mid ${a.mid}, want ${want}`);
