@@ -40,9 +40,7 @@ import { KafkaSink } from "../lib/kafka.ts";
 import { JobMetrics } from "../lib/metrics.ts";
 import { type PipelineDeps, processWindow } from "../lib/pipeline.ts";
 import {
-  type AggregateWrite,
   type ConsumptionRow,
-  type CounterWrite,
   type DedupStore,
   type EnrolmentRow,
   type EnrolmentWrite,
@@ -50,6 +48,7 @@ import {
   type OutputEvent,
   PermanentError,
   type ProgressStore,
+  type ProgressWrites,
   type RelationCache,
 } from "../lib/ports.ts";
 import { RedisDedupStore, RedisRelationCache } from "../lib/redis.ts";
@@ -262,9 +261,9 @@ export async function recordWorkload(
       await cqlStore(stageOf()).readEnrolment(key);
       return memory.readEnrolment(key);
     },
-    async writeProgress(counters: CounterWrite[], aggregates: AggregateWrite[]) {
-      await cqlStore(stageOf()).writeProgress(counters, aggregates);
-      await memory.writeProgress(counters, aggregates);
+    async writeProgress(writes: ProgressWrites) {
+      await cqlStore(stageOf()).writeProgress(writes);
+      await memory.writeProgress(writes);
     },
     async writeEnrolments(writes: EnrolmentWrite[]) {
       await cqlStore(stageOf()).writeEnrolments(writes);

@@ -7,7 +7,8 @@
  * `scripts/deno.sh run --allow-all bench/lean_bench.ts`.
  * Options: `--backlogs=10000,50000 --interval=1s --seed=7 --timeout=600
  * --ceiling-concurrency=16,32,64 --latency-seconds=20 --latency-fraction=0.5
- * --v8-flags=<flags>|none --job-env=KEY=VALUE;KEY=VALUE --no-ceiling --json` (`--latency-seconds=0` skips the
+ * --v8-flags=<flags>|none --job-env=KEY=VALUE;KEY=VALUE --job-deno-flags=<flags>
+ * --no-ceiling --json` (`--latency-seconds=0` skips the
  * latency phase).
  *
  * For each backlog (input messages, ~2 units each, on 4 partitions; one
@@ -74,6 +75,8 @@ export interface LeanOptions {
   v8Flags: string;
   /** More environment for the job (`--job-env=KEY=VALUE;KEY=VALUE`), e.g. other fetch sizes. */
   jobEnv: Record<string, string>;
+  /** Deno flags for the job (`--job-deno-flags=--cpu-prof,--cpu-prof-dir=/tmp/prof`). */
+  jobDenoFlags: string[];
 }
 
 /** One backlog drained by the job, and the ceiling for the same workload. */
@@ -84,6 +87,8 @@ export interface DrainResult {
   drainSeconds: number;
   unitsPerSecond: number;
   windows: number;
+  /** CPU seconds the job used while draining, and the machine's busy share meanwhile. */
+  cpu: { seconds: number; machineBusy: number };
   /** Mean units per window, mean processing time, and the share of the drain inside windows. */
   windowUnits: number;
   windowMs: number;
@@ -95,7 +100,14 @@ export interface DrainResult {
   ceiling: {
     counts: RequestCounts;
     windows: number;
-    byConcurrency: { concurrency: number; seconds: number; unitsPerSecond: number }[];
+    byConcurrency: {
+      concurrency: number;
+      seconds: number;
+      unitsPerSecond: number;
+      /** CPU seconds of the replaying process, and the machine's busy share meanwhile. */
+      cpuSeconds: number;
+      machineBusy: number;
+    }[];
     unitsPerSecond: number;
   };
   load: number[];
@@ -141,9 +153,49 @@ async function memoryOf(pid: number): Promise<{ rss: number; hwm: number } | nul
   }
 }
 
+/** CPU seconds (user + system) that `pid` has used, or NaN once it has exited. */
+async function cpuSecondsOf(pid: number | "self"): Promise<number> {
+  try {
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Busy and total jiffies of the whole machine (`/proc/stat`). */
+async function machineCpu(): Promise<{ busy: number; total: number }> {
+  const line = (await Deno.readTextFile("/proc/stat")).split("\n")[0];
+  const [user, nice, system, idle, iowait, irq, softirq, steal] = line.split(/\s+/).slice(1, 9)
+    .map(Number);
+  const busy = user + nice + system + irq + softirq + steal;
+  return { busy, total: busy + idle + iowait };
+}
+
+/** CPU used between two readings: the process's seconds and the machine's busy share. */
+async function cpuSpan(pid: number | "self") {
+  const [seconds, machine] = [await cpuSecondsOf(pid), await machineCpu()];
+  return async () => {
+    const [after, m] = [await cpuSecondsOf(pid), await machineCpu()];
+    return {
+      seconds: after - seconds,
+      machineBusy: (m.busy - machine.busy) / Math.max(1, m.total - machine.total),
+    };
+  };
+}
+
+/** `getconf CLK_TCK` on Linux. */
+const CLOCK_TICKS = 100;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits until the job has processed `total` messages (its own counter), then their commit. */
+/**
+ * Waits until the job has committed `total` messages (a commit follows the
+ * window's effects). Polls the group's offsets, not the job's `/metrics`:
+ * rendering them costs the job CPU, and Prometheus scrapes every 15–30 s.
+ */
 async function waitProcessed(
   stack: Stack,
   job: JobProcess,
@@ -154,15 +206,13 @@ async function waitProcessed(
   let exited = false;
   job.exited.then(() => exited = true);
   for (;;) {
-    const processed = samples(await job.metrics().catch(() => "")).get(
-      "activity_agg_total_events_total",
-    ) ?? 0;
-    if (processed >= total && (await stack.committedInput()) >= total) return;
+    const committed = await stack.committedInput();
+    if (committed >= total) return;
     const stalled = /failed \(attempt 5\)/.exec(job.log);
     if (exited || stalled || Date.now() > deadline) {
       const reason = exited ? "the job exited" : stalled ? "a stage keeps failing" : "timed out";
       const lastWarning = job.log.split("\n").filter((l) => /WARN|ERROR/.test(l)).at(-1);
-      throw new Error(`${reason} at ${processed} of ${total}; last warning: ${lastWarning}`);
+      throw new Error(`${reason} at ${committed} of ${total}; last warning: ${lastWarning}`);
     }
     await sleep(100);
   }
@@ -218,11 +268,15 @@ async function runBacklog(
     for (let i = 0; i < run.events.length; i += 500) {
       await stack.produce(run.events.slice(i, i + 500));
     }
-    job = new JobProcess(stack.envForJob({
-      THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
-      ...(opts.v8Flags ? { DENO_V8_FLAGS: opts.v8Flags } : {}),
-      ...opts.jobEnv,
-    }));
+    job = new JobProcess(
+      stack.envForJob({
+        THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
+        ...(opts.v8Flags ? { DENO_V8_FLAGS: opts.v8Flags } : {}),
+        ...opts.jobEnv,
+      }),
+      ["run"],
+      { denoFlags: opts.jobDenoFlags },
+    );
     const pid = job.pid;
     let sampling = true;
     let sampledMax = 0;
@@ -244,8 +298,10 @@ async function runBacklog(
     await job.ready();
     const readyMib = (await memoryOf(pid))?.rss ?? NaN;
     const ready = performance.now();
+    const drainCpu = await cpuSpan(pid);
     await waitProcessed(stack, job, run.events.length, opts.timeoutSeconds * 1000);
     const drainSeconds = (performance.now() - ready) / 1000;
+    const cpu = await drainCpu();
     const afterDrain = await job.metrics();
     const drainMemory = await memoryOf(pid);
 
@@ -316,6 +372,7 @@ async function runBacklog(
         drainSeconds,
         unitsPerSecond: run.units / drainSeconds,
         windows: sizes?.count ?? 0,
+        cpu,
         windowUnits: sizes ? sizes.sum / Math.max(1, sizes.count) : NaN,
         windowMs: durations ? 1000 * durations.sum / Math.max(1, durations.count) : NaN,
         inWindowsShare: durations ? durations.sum / drainSeconds : NaN,
@@ -368,8 +425,16 @@ async function measureCeiling(
       await replay(recorded.windows.slice(0, 1), drivers, 32);
       const byConcurrency = [];
       for (const concurrency of opts.ceilingConcurrency) {
+        const replayCpu = await cpuSpan("self");
         const seconds = await replay(recorded.windows, drivers, concurrency);
-        byConcurrency.push({ concurrency, seconds, unitsPerSecond: run.units / seconds });
+        const cpu = await replayCpu();
+        byConcurrency.push({
+          concurrency,
+          seconds,
+          unitsPerSecond: run.units / seconds,
+          cpuSeconds: cpu.seconds,
+          machineBusy: cpu.machineBusy,
+        });
       }
       await assertRedisUnchanged(stack, runId);
       return {
@@ -455,6 +520,18 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
           fmt(d.heap.maxExternalMib, 1)
         } MiB`
       ),
+    ],
+    [
+      "CPU ms per 1,000 units: job / replay (best); machine busy while draining / replaying",
+      ...col((d) => {
+        const best = d.ceiling.byConcurrency.find((b) =>
+          b.unitsPerSecond === d.ceiling.unitsPerSecond
+        );
+        const perK = (seconds: number) => fmt(1e6 * seconds / d.units);
+        return `${perK(d.cpu.seconds)} / ${best ? perK(best.cpuSeconds) : "–"}; ${
+          fmt(100 * d.cpu.machineBusy)
+        } / ${best ? fmt(100 * best.machineBusy) : "–"} %`;
+      }),
     ],
     ["windows (job / ceiling)", ...col((d) => `${fmt(d.windows)} / ${fmt(d.ceiling.windows)}`)],
     [
@@ -559,6 +636,7 @@ if (import.meta.main) {
     latencySeconds: num("latency-seconds", 20),
     latencyFraction: num("latency-fraction", 0.5),
     v8Flags: v8 === "none" ? "" : v8 || await jobV8Flags(),
+    jobDenoFlags: str("job-deno-flags", "").split(",").filter(Boolean),
     jobEnv: Object.fromEntries(
       str("job-env", "").split(";").filter((kv) => kv.includes("=")).map((kv) => {
         const i = kv.indexOf("=");

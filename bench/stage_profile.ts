@@ -223,7 +223,7 @@ async function profile(
     const countingProgress: ProgressStore = {
       readConsumption: (k) => progress.readConsumption(k),
       readEnrolment: (k) => progress.readEnrolment(k),
-      writeProgress: (c, a) => progress.writeProgress(c, a),
+      writeProgress: (writes) => progress.writeProgress(writes),
       writeEnrolments(writes) {
         enrolmentWrites += writes.length;
         statusMoves += writes.filter((w) => w.statusChange).length;

@@ -23,6 +23,7 @@ import type {
   EnrolmentRow,
   EnrolmentWrite,
   ProgressStore,
+  ProgressWrites,
 } from "./ports.ts";
 
 /**
@@ -120,11 +121,20 @@ export class CassandraProgressStore implements ProgressStore {
       : null;
   }
 
-  /** Writes counters and aggregates: single-partition unlogged batches, partitions concurrently. */
-  async writeProgress(counters: CounterWrite[], aggregates: AggregateWrite[]): Promise<void> {
+  /**
+   * Writes counters, aggregates and in-progress enrolment rows as
+   * single-partition unlogged batches, partitions concurrently. Both the
+   * consumption and the enrolment table are partitioned by `userid`, so a
+   * user's counters and enrolment update travel as one request (one mutation
+   * on the replica). The guarded moves to status 1 follow.
+   */
+  async writeProgress({ counters, aggregates, enrolments }: ProgressWrites): Promise<void> {
+    if (enrolments.some((w) => w.statusChange?.status === 2)) {
+      throw new TypeError("writeProgress takes in-progress enrolment updates only");
+    }
     const stmts: Statement[] = [
       ...counters.map((c) => ({
-        partition: `ucc\u0000${c.key.userId}`,
+        partition: userPartition(c.key),
         query: this.#cql.writeCounters,
         params: [
           c.viewCount,
@@ -147,8 +157,10 @@ export class CassandraProgressStore implements ProgressStore {
           a.userId,
         ],
       })),
+      ...enrolments.map((w) => this.#enrolmentUpdate(w)),
     ];
     await this.#writeGrouped(stmts);
+    await this.#startEnrolments(enrolments);
   }
 
   /**
@@ -173,21 +185,30 @@ export class CassandraProgressStore implements ProgressStore {
       ]);
       if (!result.wasApplied()) notApplied.push(w);
     });
-    const plain = [...updates, ...notApplied];
-    await this.#writeGrouped(plain.map((w) => ({
-      partition: w.key.userId,
-      query: this.#cql.writeEnrolment,
-      params: [w.progress, new Date(w.at), w.contentStatus, ...enrolmentParams(w.key)],
-    })));
-    const starts = updates.filter((w) => w.statusChange?.status === 1);
-    await mapConcurrent(starts, WRITE_CONCURRENCY, async (w) => {
-      await this.#execute(this.#cql.startEnrolment, enrolmentParams(w.key));
-    });
+    await this.#writeGrouped([...updates, ...notApplied].map((w) => this.#enrolmentUpdate(w)));
+    await this.#startEnrolments(updates);
   }
 
   /** Closes every connection of the driver. */
   async close(): Promise<void> {
     await this.#client.shutdown();
+  }
+
+  /** The unconditional enrolment update, in the user's partition. */
+  #enrolmentUpdate(w: EnrolmentWrite): Statement {
+    return {
+      partition: userPartition(w.key),
+      query: this.#cql.writeEnrolment,
+      params: [w.progress, new Date(w.at), w.contentStatus, ...enrolmentParams(w.key)],
+    };
+  }
+
+  /** The guarded moves to status 1 of `writes` that have one, after their updates. */
+  async #startEnrolments(writes: EnrolmentWrite[]): Promise<void> {
+    const starts = writes.filter((w) => w.statusChange?.status === 1);
+    await mapConcurrent(starts, WRITE_CONCURRENCY, async (w) => {
+      await this.#execute(this.#cql.startEnrolment, enrolmentParams(w.key));
+    });
   }
 
   /** Groups by partition, chunks each group to the batch size, sends the chunks concurrently. */
@@ -230,6 +251,11 @@ export class CassandraProgressStore implements ProgressStore {
       throw classifyCassandraError(error);
     }
   }
+}
+
+/** The partition of `user_content_consumption` and `user_enrolments` rows: `userid`. */
+function userPartition(key: EnrolmentKey): string {
+  return `user\u0000${key.userId}`;
 }
 
 function enrolmentParams(key: EnrolmentKey): string[] {

@@ -10,7 +10,7 @@
  * - planAll: steps 3–9 as pure code (lib/aggregate.ts)
  * - applyCompletions: step 8's completions: certificate pairs, then at once
  *   a marker of their acknowledgement, then their status-2 writes
- * - applyEffects: steps 4, 6, 7, 8 (in progress) and 9, side by side
+ * - applyEffects: steps 4, 6, 7 and 8 (in progress) in one write, 9 beside it
  * - sendFailures: failed messages and enrolments to the failed topic (SPEC §8)
  * - storeChecksums: step 10
  *
@@ -387,8 +387,10 @@ async function applyCompletions(
 }
 
 /**
- * Steps 4, 6, 7, 8 and 9: counters and aggregates, in-progress enrolment rows and content
- * AUDIT events, side by side. Resolves to the enrolments fully applied.
+ * Steps 4, 6, 7, 8 (in progress) and 9: counters, aggregates and in-progress
+ * enrolment rows in one write (a user's counters and enrolment row share a
+ * partition), and content AUDIT events beside it. Resolves to the
+ * enrolments fully applied.
  */
 async function applyEffects(
   run: Run,
@@ -398,18 +400,21 @@ async function applyEffects(
   const { progress, sink, metrics, isolate } = run.deps;
   // An enrolment whose completion failed is already on the failed topic.
   const live = planned.filter((p) => !p.plan.completed || completed.has(p));
-  const inProgress = live.filter((p) => p.plan.enrolment !== null && !p.plan.completed);
   const withEvents = live.filter((p) => p.plan.contentEvents.length > 0);
   const failures = await Promise.all([
     runIsolated("write-progress", live, async (subset) => {
-      const counters = subset.flatMap((p) => p.plan.counters);
-      const aggregates = subset.flatMap((p) => p.plan.aggregates);
-      await progress.writeProgress(counters, aggregates);
-      metrics.inc("dbWrites", counters.length + aggregates.length);
-    }, isolate),
-    runIsolated("write-enrolments", inProgress, async (subset) => {
-      await progress.writeEnrolments(subset.map((p) => p.plan.enrolment!));
-      metrics.inc("dbWrites", subset.length);
+      const writes = {
+        counters: subset.flatMap((p) => p.plan.counters),
+        aggregates: subset.flatMap((p) => p.plan.aggregates),
+        enrolments: subset.flatMap((p) =>
+          p.plan.enrolment !== null && !p.plan.completed ? [p.plan.enrolment] : []
+        ),
+      };
+      await progress.writeProgress(writes);
+      metrics.inc(
+        "dbWrites",
+        writes.counters.length + writes.aggregates.length + writes.enrolments.length,
+      );
     }, isolate),
     runIsolated(
       "send-events",
@@ -418,7 +423,7 @@ async function applyEffects(
       isolate,
     ),
   ]);
-  const stageNames = ["write-progress", "write-enrolments", "send-events"];
+  const stageNames = ["write-progress", "send-events"];
   const applied: PlannedEnrolment[] = [];
   for (const p of live) {
     const at = failures.findIndex((f) => f.has(p));

@@ -54,15 +54,26 @@ export interface EnrolmentWrite {
   statusChange?: { status: 1 | 2; completedOn?: number };
 }
 
+/** A window's progress writes: counters, aggregates and in-progress enrolment rows. */
+export interface ProgressWrites {
+  counters: CounterWrite[];
+  aggregates: AggregateWrite[];
+  /** In-progress enrolment updates (no move to status 2: see `writeEnrolments`). */
+  enrolments: EnrolmentWrite[];
+}
+
 /** Reads and writes of course progress (Cassandra in production). */
 export interface ProgressStore {
   /** All consumption rows of one enrolment (one partition read). */
   readConsumption(key: EnrolmentKey): Promise<ConsumptionRow[]>;
   /** The enrolment row, or null when it does not exist. */
   readEnrolment(key: EnrolmentKey): Promise<EnrolmentRow | null>;
-  /** Writes counters and aggregates, grouped into requests by partition. */
-  writeProgress(counters: CounterWrite[], aggregates: AggregateWrite[]): Promise<void>;
-  /** Writes enrolment rows, with their guarded status changes. */
+  /**
+   * Writes counters, aggregates and in-progress enrolment rows, grouped into
+   * requests by partition; the guarded moves to status 1 follow.
+   */
+  writeProgress(writes: ProgressWrites): Promise<void>;
+  /** Writes enrolment rows, completions included, with their guarded status changes. */
   writeEnrolments(writes: EnrolmentWrite[]): Promise<void>;
 }
 

@@ -111,22 +111,26 @@ Deno.test("cassandra: writeProgress writes counters and merges aggregates", asyn
       completedCount: i + 1,
     }));
     counters.push({ key: other, contentId: "X", viewCount: 1, completedCount: 1 });
-    await store.writeProgress(counters, [
-      {
-        activityId: key.courseId,
-        contextId: `cb:${key.batchId}`,
-        userId: key.userId,
-        completedCount: 3,
-        at,
-      },
-      {
-        activityId: unitId,
-        contextId: `cb:${key.batchId}`,
-        userId: key.userId,
-        completedCount: 2,
-        at,
-      },
-    ]);
+    await store.writeProgress({
+      counters,
+      aggregates: [
+        {
+          activityId: key.courseId,
+          contextId: `cb:${key.batchId}`,
+          userId: key.userId,
+          completedCount: 3,
+          at,
+        },
+        {
+          activityId: unitId,
+          contextId: `cb:${key.batchId}`,
+          userId: key.userId,
+          completedCount: 2,
+          at,
+        },
+      ],
+      enrolments: [],
+    });
 
     const rows = await store.readConsumption(key);
     rows.sort((a, b) => a.contentId.localeCompare(b.contentId));
@@ -163,6 +167,44 @@ Deno.test("cassandra: writeProgress writes counters and merges aggregates", asyn
     assert.deepEqual(course.get("agg_last_updated"), { completedCount: new Date(at) });
     const unit = await aggregate(unitId);
     assert.deepEqual(unit.get("aggregates"), { completedCount: 2 });
+  });
+});
+
+Deno.test("cassandra: writeProgress writes a user's counters and enrolment row as one request", async () => {
+  await withStore(async (_store, client) => {
+    const key = newKey();
+    const at = Date.UTC(2026, 5, 2);
+    // The tables each batch request writes, in order.
+    const requests: string[] = [];
+    const batch = client.batch.bind(client);
+    client.batch = ((queries: { query: string }[], options: cassandra.QueryOptions) => {
+      requests.push(queries.map((q) => q.query.split(" ")[1]).join("+"));
+      return batch(queries, options);
+    }) as typeof client.batch;
+    const store = new CassandraProgressStore(client, cfg, 3);
+    await store.writeProgress({
+      counters: [{ key, contentId: "R1", viewCount: 1, completedCount: 1 }],
+      aggregates: [],
+      enrolments: [{ key, progress: 1, contentStatus: { R1: 2 }, at, statusChange: { status: 1 } }],
+    });
+    assert.deepEqual(requests, [
+      `${ks}.user_content_consumption+${ks}.user_enrolments`,
+    ]);
+    const row = await enrolmentRow(client, key);
+    assert.deepEqual(row.get("contentstatus"), { R1: 2 });
+    assert.equal(row.get("status"), 1, "the guarded move to 1 follows the update");
+    assert.deepEqual(await store.readConsumption(key), [
+      { contentId: "R1", status: 1, viewCount: 1, completedCount: 1 },
+    ]);
+    await assert.rejects(
+      store.writeProgress({
+        counters: [],
+        aggregates: [],
+        enrolments: [{ key, progress: 2, contentStatus: {}, at, statusChange: { status: 2 } }],
+      }),
+      TypeError,
+    );
+    assert.equal((await enrolmentRow(client, key)).get("status"), 1, "no completion written");
   });
 });
 
@@ -330,13 +372,11 @@ Deno.test("cassandra: a missing table or keyspace is a PermanentError", async ()
   );
   try {
     await assert.rejects(
-      missingKeyspace.writeProgress([], [{
-        activityId: "a",
-        contextId: "cb:b",
-        userId: "u",
-        completedCount: 1,
-        at: 0,
-      }]),
+      missingKeyspace.writeProgress({
+        counters: [],
+        aggregates: [{ activityId: "a", contextId: "cb:b", userId: "u", completedCount: 1, at: 0 }],
+        enrolments: [],
+      }),
       PermanentError,
     );
   } finally {

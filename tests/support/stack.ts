@@ -12,7 +12,7 @@
 
 import cassandra from "cassandra-driver";
 import { Redis } from "ioredis";
-import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
+import { type Admin, type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
 import { fileURLToPath } from "node:url";
 import type { Config } from "../../lib/config.ts";
 import type { EnrolmentKey } from "../../lib/event.ts";
@@ -119,6 +119,7 @@ export class Stack {
   };
   readonly #consumers: Consumer[] = [];
   #producer: Producer | null = null;
+  #admin: Promise<Admin> | null = null;
 
   #cql: cassandra.Client;
 
@@ -346,17 +347,17 @@ export class Stack {
 
   /** The job group's committed offsets of `topic`, summed over partitions. */
   async committed(topicName: string): Promise<number> {
-    const admin = this.kafka.admin();
-    await admin.connect();
-    try {
-      const [topic] = await admin.fetchOffsets({
-        groupId: `${this.jobEnv}-activity-aggregate-updater-group`,
-        topics: [topicName],
-      });
-      return topic.partitions.reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
-    } finally {
-      await admin.disconnect();
-    }
+    // One admin client for the stack's life: a benchmark polls this every 100 ms.
+    this.#admin ??= (async () => {
+      const admin = this.kafka.admin();
+      await admin.connect();
+      return admin;
+    })();
+    const [topic] = await (await this.#admin).fetchOffsets({
+      groupId: `${this.jobEnv}-activity-aggregate-updater-group`,
+      topics: [topicName],
+    });
+    return topic.partitions.reduce((sum, p) => sum + Math.max(0, Number(p.offset)), 0);
   }
 
   /** Whether the dedup database holds `checksum`. */
@@ -367,6 +368,7 @@ export class Stack {
   async close(): Promise<void> {
     await Promise.all(this.#consumers.map((c) => c.disconnect()));
     await this.#producer?.disconnect();
+    await (await this.#admin)?.disconnect();
     await this.search.close();
     this.relations.disconnect();
     this.dedup.disconnect();
@@ -394,15 +396,18 @@ export class JobProcess {
   readonly exited: Promise<Deno.CommandStatus>;
   readonly #child: Deno.ChildProcess;
 
-  /** Starts `main.ts` with `args`; `echo` (default: `IT_VERBOSE` is set) copies its output to stderr. */
+  /**
+   * Starts `main.ts` with `args`; `echo` (default: `IT_VERBOSE` is set) copies its output to
+   * stderr; `denoFlags` go before the script (a benchmark's `--cpu-prof`, say).
+   */
   constructor(
     readonly env: Record<string, string>,
     args = ["run"],
-    opts: { echo?: boolean } = {},
+    opts: { echo?: boolean; denoFlags?: string[] } = {},
   ) {
     const echo = opts.echo ?? Boolean(Deno.env.get("IT_VERBOSE"));
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: ["run", ...JOB_PERMISSIONS, "main.ts", ...args],
+      args: ["run", ...JOB_PERMISSIONS, ...opts.denoFlags ?? [], "main.ts", ...args],
       cwd: ROOT,
       env,
       stdout: "piped",

@@ -31,6 +31,7 @@ import type {
   InputSource,
   OutputEvent,
   ProgressStore,
+  ProgressWrites,
   RelationCache,
 } from "../../lib/ports.ts";
 
@@ -107,9 +108,10 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
     return Promise.resolve(row ? { status: row.status, progress: row.progress ?? null } : null);
   }
 
-  writeProgress(counters: CounterWrite[], aggregates: AggregateWrite[]): Promise<void> {
+  writeProgress({ counters, aggregates, enrolments }: ProgressWrites): Promise<void> {
     this.check("writeProgress");
     this.writeLog.push({ counters, aggregates });
+    if (enrolments.length > 0) this.#applyEnrolments(enrolments);
     for (const c of counters) {
       const rows = this.consumption.get(storeKey(c.key)) ?? new Map();
       // Like the real table: only the counters are written; status stays as upstream left it.
@@ -134,6 +136,11 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
     const call = this.#enrolmentWriteCalls++;
     if (call === this.failEnrolmentWriteCall) throw new Outage("writeEnrolments: simulated");
     this.check("writeEnrolments");
+    this.#applyEnrolments(writes);
+    return Promise.resolve();
+  }
+
+  #applyEnrolments(writes: EnrolmentWrite[]): void {
     this.enrolmentWriteLog.push(writes);
     for (const w of writes) {
       const row = this.enrolments.get(storeKey(w.key)) ?? { status: null, contentStatus: {} };
@@ -147,7 +154,6 @@ export class MemoryProgressStore extends Failures implements ProgressStore {
       }
       this.enrolments.set(storeKey(w.key), row);
     }
-    return Promise.resolve();
   }
 }
 

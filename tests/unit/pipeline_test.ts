@@ -455,10 +455,10 @@ Deno.test("an enrolment a store rejects fails alone, naming its last message; th
   const users = ["U-1", "U-2", "U-3", "U-4"];
   for (const userId of users) world.progress.seedEnrolment({ ...EXAMPLE_KEY, userId }, 1);
   const writeProgress = world.progress.writeProgress.bind(world.progress);
-  world.progress.writeProgress = (counters, aggregates) =>
-    counters.some((c) => c.key.userId === "U-3")
+  world.progress.writeProgress = (writes) =>
+    writes.counters.some((c) => c.key.userId === "U-3")
       ? Promise.reject(new InputRejectedError("cassandra: Key length of 70000 is too long"))
-      : writeProgress(counters, aggregates);
+      : writeProgress(writes);
   const events = users.flatMap((userId) => [
     enrolmentUpdate({ ...EXAMPLE_KEY, userId }, [{ contentId: "R1", status: 2 }]),
     enrolmentUpdate({ ...EXAMPLE_KEY, userId }, [{ contentId: "R2", status: 2 }]),
