@@ -17,9 +17,7 @@ import {
 } from "./cassandra_client.ts";
 import type { EnrolmentKey } from "./event.ts";
 import type {
-  AggregateWrite,
   ConsumptionRow,
-  CounterWrite,
   EnrolmentRow,
   EnrolmentWrite,
   ProgressStore,
