@@ -35,7 +35,7 @@ import { createClient } from "../lib/cassandra_client.ts";
 import { CassandraProgressStore } from "../lib/cassandra_store.ts";
 import type { Config } from "../lib/config.ts";
 import { parseMessage } from "../lib/event.ts";
-import { isolation, pipelineDeps } from "../lib/job.ts";
+import { isolation, pipelineDeps, withKnownStatuses } from "../lib/job.ts";
 import { KafkaSink } from "../lib/kafka.ts";
 import { JobMetrics } from "../lib/metrics.ts";
 import { type PipelineDeps, processWindow } from "../lib/pipeline.ts";
@@ -300,9 +300,11 @@ export async function recordWorkload(
     },
   };
   // Built as the job builds them (lib/job.ts), on the tee ports.
+  const metrics = new JobMetrics();
   const deps: PipelineDeps = {
     ...pipelineDeps(config, {
-      progress,
+      // As the job: statuses it knows are not read again.
+      progress: withKnownStatuses(progress, metrics),
       // As the job: the in-process cache in front of Redis, so only its misses are sent.
       relations: config.relationCache.localTtlMs > 0
         ? new LocalTtlRelationCache(relationsTee, { ttlMs: config.relationCache.localTtlMs })
@@ -310,7 +312,7 @@ export async function recordWorkload(
       dedup,
       collections: new StaticCollectionStatus(),
       sink,
-      metrics: new JobMetrics(),
+      metrics,
     }),
     isolate: isolation(config, retry, new AbortController().signal),
   };

@@ -353,6 +353,7 @@ async function runBacklog(
     const counters = Object.fromEntries(
       [
         "db_reads",
+        "known_status_reads",
         "db_writes",
         "cache_reads",
         "cache_misses",
@@ -542,7 +543,11 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
     ],
     [
       "Cassandra reads: job counter / ceiling",
-      ...col((d) => `${fmt(d.counters.db_reads)} / ${fmt(c(d).cassandraReads)}`),
+      ...col((d) =>
+        `${fmt(d.counters.db_reads - d.counters.known_status_reads)} / ${
+          fmt(c(d).cassandraReads)
+        } (${fmt(d.counters.known_status_reads)} statuses known in process)`
+      ),
     ],
     [
       "Cassandra statements written: job counter / ceiling",

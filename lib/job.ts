@@ -11,12 +11,13 @@ import { CassandraProgressStore } from "./cassandra_store.ts";
 import type { Config } from "./config.ts";
 import type { Health } from "./http.ts";
 import { kafkaClient, KafkaInput, KafkaSink } from "./kafka.ts";
+import { KnownStatusStore } from "./known_statuses.ts";
 import { logger } from "./log.ts";
 import type { JobMetrics } from "./metrics.ts";
 import { type ParsedMessage, parseMessage, parseSyncRequest } from "./event.ts";
 import type { IsolateOptions } from "./isolate.ts";
 import { type PipelineDeps, processWindow } from "./pipeline.ts";
-import { type InputMessage } from "./ports.ts";
+import type { InputMessage, ProgressStore } from "./ports.ts";
 import { systemClock } from "./clock.ts";
 import { connectRelationCache, RedisDedupStore } from "./redis.ts";
 import { Runner, type RunnerDeps } from "./runner.ts";
@@ -30,6 +31,12 @@ const CONSUMER_STAGE = "kafka-consumer";
 
 /** Partition reads in flight at once per window. */
 const READ_CONCURRENCY = 32;
+
+/**
+ * Enrolment statuses remembered between windows (about 200 bytes each): a
+ * backlog's enrolments recur within a few thousand windows' worth of events.
+ */
+const KNOWN_STATUSES = 20_000;
 
 /** A started job. */
 export interface RunningJob {
@@ -62,7 +69,8 @@ export async function startJob(config: Config, observers: Observers): Promise<Ru
   };
   const startupRetry = retryWithHealth(config, observers);
   try {
-    const { progress, relations, dedup } = await connectStores(config, startupRetry, closers);
+    const stores = await connectStores(config, startupRetry, closers);
+    const progress = withKnownStatuses(stores.progress, metrics);
 
     const kafka = kafkaClient(config.kafka, `activity-aggregate-updater-${VERSION}`);
     const sink = await startupRetry("connect-kafka-producer", () => KafkaSink.connect(kafka));
@@ -85,14 +93,17 @@ export async function startJob(config: Config, observers: Observers): Promise<Ru
             runner?.abort(new Error(`the Kafka consumer stopped: ${error}`));
           }
         },
-        onJoin: () => reportOutage(metrics, health, CONSUMER_STAGE, false),
+        onJoin() {
+          reportOutage(metrics, health, CONSUMER_STAGE, false);
+          // Partitions may have changed hands: another member may have moved statuses.
+          progress.forget();
+        },
       }));
     closers.push(() => input.close());
 
     const deps = pipelineDeps(config, {
+      ...stores,
       progress,
-      relations,
-      dedup,
       collections: new SearchCollectionStatus(config.search),
       sink,
       metrics,
@@ -155,6 +166,14 @@ export async function connectStores(
   const dedup = await retry("connect-dedup", () => RedisDedupStore.connect(config.dedup));
   closers.push(() => dedup.close());
   return { progress, relations: relations.cache, dedup };
+}
+
+/** `progress` behind the job's memory of enrolment statuses. */
+export function withKnownStatuses(progress: ProgressStore, metrics: JobMetrics): KnownStatusStore {
+  return new KnownStatusStore(progress, {
+    maxEntries: KNOWN_STATUSES,
+    onHit: () => metrics.inc("knownStatusReads"),
+  });
 }
 
 /** The topics the job consumes: the input topic, and the sync topic when it is on. */
