@@ -8,6 +8,7 @@
 
 import { type Consumer, Kafka, logLevel, Partitioners, type Producer } from "kafkajs";
 import process from "node:process";
+import { Buffer } from "node:buffer";
 import type { Config } from "./config.ts";
 import { logger } from "./log.ts";
 import type { JobMetrics } from "./metrics.ts";
@@ -301,8 +302,11 @@ export class KafkaSink implements EventSink {
  */
 const MAX_REQUEST_BYTES = 512 * 1024;
 
-/** A produce request's messages, grouped by topic. */
-type TopicMessages = { topic: string; messages: { key: string | null; value: string }[] }[];
+/**
+ * A produce request's messages, grouped by topic. Values are UTF-8 bytes:
+ * serialised once, measured and sent as they are.
+ */
+type TopicMessages = { topic: string; messages: { key: string | null; value: Buffer }[] }[];
 
 /**
  * Splits `events`, in order, into produce requests of at most `maxBytes` of
@@ -321,7 +325,7 @@ export function produceRequests(events: OutputEvent[], maxBytes: number): TopicM
   };
   for (const event of events) {
     const message = { key: event.key === "" ? null : event.key, value: serialise(event) };
-    const size = utf8Length(message.value) + utf8Length(message.key ?? "");
+    const size = message.value.length + Buffer.byteLength(message.key ?? "");
     if (bytes > 0 && bytes + size > maxBytes) flush();
     const messages = current.get(event.topic) ?? [];
     messages.push(message);
@@ -332,20 +336,15 @@ export function produceRequests(events: OutputEvent[], maxBytes: number): TopicM
   return requests;
 }
 
-/** An event's value as JSON; one that cannot be serialised is this event's fault. */
-function serialise(event: OutputEvent): string {
+/** An event's value as JSON bytes; one that cannot be serialised is this event's fault. */
+function serialise(event: OutputEvent): Buffer {
   try {
-    return JSON.stringify(event.value);
+    return Buffer.from(JSON.stringify(event.value));
   } catch (error) {
     throw new InputRejectedError(`event for ${event.topic} cannot be serialised: ${error}`, {
       cause: error,
     });
   }
-}
-
-const encoder = new TextEncoder();
-function utf8Length(text: string): number {
-  return encoder.encode(text).length;
 }
 
 /** The topics among `topics` that the cluster does not have. */

@@ -127,6 +127,8 @@ interface Enrolment {
   group: EnrolmentGroup;
   /** The units that count (SPEC §4), repeats included when de-duplication is off. */
   units: Unit[];
+  /** Their checksums, for step 10 (empty when de-duplication is off). */
+  checksums: string[];
 }
 
 /** An enrolment with the state read for it. */
@@ -193,7 +195,7 @@ async function dropDuplicates(run: Run, groups: EnrolmentGroup[]): Promise<Enrol
   const { settings, dedup } = run.deps;
   if (!settings.dedupEnabled) {
     run.summary.enrolments = groups.length;
-    return groups.map((group) => ({ group, units: group.units }));
+    return groups.map((group) => ({ group, units: group.units, checksums: [] }));
   }
 
   const distinct = groups.map((group) => {
@@ -210,15 +212,21 @@ async function dropDuplicates(run: Run, groups: EnrolmentGroup[]): Promise<Enrol
     if (failed.has(d)) {
       failEnrolment(
         run,
-        { group: d.group, units: [...d.byChecksum.values()] },
+        { group: d.group, units: [...d.byChecksum.values()], checksums: [] },
         "dedup-check",
         failed.get(d),
       );
       continue;
     }
-    const units = [...d.byChecksum].filter(([sum]) => !stored.has(sum)).map(([, u]) => u);
-    run.summary.duplicates += d.group.units.length - units.length;
-    if (units.length > 0 || d.group.sync) enrolments.push({ group: d.group, units });
+    const fresh = [...d.byChecksum].filter(([sum]) => !stored.has(sum));
+    run.summary.duplicates += d.group.units.length - fresh.length;
+    if (fresh.length > 0 || d.group.sync) {
+      enrolments.push({
+        group: d.group,
+        units: fresh.map(([, u]) => u),
+        checksums: fresh.map(([sum]) => sum),
+      });
+    }
   }
   run.summary.enrolments = enrolments.length;
   return enrolments;
@@ -462,7 +470,7 @@ async function storeChecksums(run: Run, done: Enrolment[]): Promise<void> {
   const failed = await runIsolated(
     "store-checksums",
     withUnits,
-    (subset) => dedup.store([...new Set(subset.flatMap((e) => e.units.map(unitChecksum)))]),
+    (subset) => dedup.store([...new Set(subset.flatMap((e) => e.checksums))]),
     isolate,
   );
   // Effects are durable: a checksum not stored only lets a replay count again.

@@ -802,7 +802,7 @@ function checkFailedEvents(r: RunResult, v: Violations): void {
     };
     let text: string;
     try {
-      text = produceRequests([event], Number.MAX_SAFE_INTEGER)[0][0].messages[0].value;
+      text = produceRequests([event], Number.MAX_SAFE_INTEGER)[0][0].messages[0].value.toString();
     } catch (error) {
       v.add(P, `produceRequests cannot serialise a failed event: ${String(error).slice(0, 200)}`);
       continue;
@@ -940,11 +940,14 @@ function checkProduceRequests(r: RunResult, v: Violations): void {
     let bytes = 0, messages = 0;
     for (const { messages: ms } of request) {
       for (const m of ms) {
-        const n = utf8Length(m.value) + utf8Length(m.key ?? "");
+        const n = m.value.length + utf8Length(m.key ?? "");
         bytes += n;
         messages++;
         if (n > BROKER_MAX_BYTES - 1024) {
-          v.add(P, `an event of ${n} bytes, over the broker's limit: ${show(m.value, 100)}`);
+          v.add(
+            P,
+            `an event of ${n} bytes, over the broker's limit: ${show(m.value.toString(), 100)}`,
+          );
         }
       }
     }

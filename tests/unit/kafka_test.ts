@@ -23,7 +23,9 @@ Deno.test("produce requests stay under the byte limit and keep every event in or
     assert.ok(bytes <= limit, `${bytes} > ${limit}`);
   }
   const sent = requests.flatMap((r) =>
-    r.flatMap((t) => t.messages.map((m) => ({ topic: t.topic, n: JSON.parse(m.value).n })))
+    r.flatMap((t) =>
+      t.messages.map((m) => ({ topic: t.topic, n: JSON.parse(m.value.toString()).n }))
+    )
   );
   for (const topic of ["audit", "cert"]) {
     assert.deepEqual(
