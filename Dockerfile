@@ -46,9 +46,14 @@ COPY --from=build /out/activity-aggregate-updater /app/activity-aggregate-update
 # verify a numeric user.
 USER 65532:65532
 WORKDIR /app
+# The allocator settings of scripts/compile.sh (--print-malloc-env): glibc
+# reads them at start, so they cannot be compiled into the binary.
 ENV HTTP_HOST=0.0.0.0 \
     HTTP_PORT=9464 \
-    NO_COLOR=1
+    NO_COLOR=1 \
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=65536 \
+    MALLOC_TRIM_THRESHOLD_=131072
 # /metrics, /healthz, /readyz
 EXPOSE 9464
 # SIGTERM is the graceful stop: the window in flight is finished and committed

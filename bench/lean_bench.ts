@@ -7,7 +7,7 @@
  * `scripts/deno.sh run --allow-all bench/lean_bench.ts`.
  * Options: `--backlogs=10000,50000 --interval=1s --seed=7 --timeout=600
  * --ceiling-concurrency=16,32,64 --latency-seconds=20 --latency-fraction=0.5
- * --v8-flags=<flags>|none --job-env=KEY=VALUE;KEY=VALUE --job-deno-flags=<flags>
+ * --v8-flags=<flags>|none --malloc-env=none --job-env=KEY=VALUE;KEY=VALUE --job-deno-flags=<flags>
  * --no-ceiling --json` (`--latency-seconds=0` skips the
  * latency phase).
  *
@@ -73,6 +73,8 @@ export interface LeanOptions {
   latencyFraction: number;
   /** V8 flags for the job, comma-separated; "" for none. */
   v8Flags: string;
+  /** The allocator settings of `scripts/compile.sh` (`--malloc-env=none`: glibc's defaults). */
+  mallocEnv: Record<string, string>;
   /** More environment for the job (`--job-env=KEY=VALUE;KEY=VALUE`), e.g. other fetch sizes. */
   jobEnv: Record<string, string>;
   /** Deno flags for the job (`--job-deno-flags=--cpu-prof,--cpu-prof-dir=/tmp/prof`). */
@@ -109,6 +111,11 @@ export interface DrainResult {
       machineBusy: number;
     }[];
     unitsPerSecond: number;
+    /**
+     * The replay at the best concurrency in a process of its own with the
+     * job's V8 flags and allocator settings: the drivers in the job's runtime.
+     */
+    sameRuntime: { unitsPerSecond: number; cpuSeconds: number; machineBusy: number } | null;
   };
   load: number[];
 }
@@ -139,6 +146,27 @@ export async function jobV8Flags(): Promise<string> {
     throw new Error(`deno.json's start task does not pass --v8-flags=${v8}`);
   }
   return v8;
+}
+
+/**
+ * The allocator settings the job runs with, from `scripts/compile.sh`;
+ * `deno task start` and the image must set the same.
+ */
+export async function jobMallocEnv(): Promise<Record<string, string>> {
+  const out = await new Deno.Command("bash", {
+    args: [`${ROOT}scripts/compile.sh`, "--print-malloc-env"],
+    stdout: "piped",
+  }).output();
+  const lines = new TextDecoder().decode(out.stdout).trim().split("\n").filter(Boolean);
+  const start = String(JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks.start);
+  const dockerfile = await Deno.readTextFile(`${ROOT}Dockerfile`);
+  for (const line of lines) {
+    if (!start.includes(line)) throw new Error(`deno.json's start task does not set ${line}`);
+    if (!dockerfile.includes(line)) throw new Error(`the Dockerfile does not set ${line}`);
+  }
+  return Object.fromEntries(
+    lines.map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
 }
 
 /** `VmRSS` and `VmHWM` of `pid` in MiB, or null once it has exited. */
@@ -362,9 +390,18 @@ async function runBacklog(
         "retries",
       ].map((n) => [n, plain.get(`activity_agg_${n}_total`) ?? 0]),
     );
-    const ceiling = opts.ceilingConcurrency.length > 0
-      ? await measureCeiling(shape, opts)
-      : { counts: countRequests([]), windows: 0, byConcurrency: [], unitsPerSecond: NaN };
+    const ceiling = opts.ceilingConcurrency.length > 0 ? await measureCeiling(shape, opts) : {
+      counts: countRequests([]),
+      windows: 0,
+      byConcurrency: [],
+      unitsPerSecond: NaN,
+      sameRuntime: null,
+    };
+    if (ceiling.byConcurrency.length > 0 && (opts.v8Flags || Object.keys(opts.mallocEnv).length)) {
+      const best = ceiling.byConcurrency.find((b) => b.unitsPerSecond === ceiling.unitsPerSecond)!;
+      const [same] = (await ceilingInJobRuntime(shape, opts, best.concurrency)).byConcurrency;
+      ceiling.sameRuntime = same;
+    }
     return {
       drain: {
         messages: run.events.length,
@@ -399,10 +436,39 @@ async function runBacklog(
   }
 }
 
+/** What a ceiling measurement needs to know. */
+type CeilingOptions = Pick<LeanOptions, "interval" | "ceilingConcurrency">;
+
+/**
+ * {@linkcode measureCeiling} at `concurrency` in a child process with the
+ * job's V8 flags and allocator settings.
+ */
+async function ceilingInJobRuntime(
+  shape: Parameters<typeof generateRun>[0],
+  opts: LeanOptions,
+  concurrency: number,
+): Promise<DrainResult["ceiling"]> {
+  const request = btoa(JSON.stringify({ shape, interval: opts.interval, concurrency }));
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      ...opts.v8Flags ? [`--v8-flags=${opts.v8Flags}`] : [],
+      new URL(import.meta.url).pathname,
+      `--ceiling-child=${request}`,
+    ],
+    env: opts.mallocEnv,
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error(`the ceiling in the job's runtime exited with ${out.code}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+}
+
 /** The same workload (ids of its own) recorded, seeded and replayed on the bare drivers. */
 async function measureCeiling(
   shape: Parameters<typeof generateRun>[0],
-  opts: LeanOptions,
+  opts: CeilingOptions,
 ): Promise<DrainResult["ceiling"]> {
   const run = generateRun(shape);
   const stack = await openStack(1);
@@ -443,6 +509,7 @@ async function measureCeiling(
         windows: recorded.windows.length,
         byConcurrency,
         unitsPerSecond: Math.max(...byConcurrency.map((c) => c.unitsPerSecond)),
+        sameRuntime: null,
       };
     } finally {
       await drivers.close();
@@ -503,6 +570,16 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
     ],
     ["**ceiling units/s** (best)", ...col((d) => `**${fmt(d.ceiling.unitsPerSecond)}**`)],
     [
+      "ceiling in the job's runtime (its V8 flags and allocator), units/s; job / it",
+      ...col((d) =>
+        d.ceiling.sameRuntime
+          ? `${fmt(d.ceiling.sameRuntime.unitsPerSecond)}; ${
+            fmt(100 * d.unitsPerSecond / d.ceiling.sameRuntime.unitsPerSecond)
+          } %`
+          : "–"
+      ),
+    ],
+    [
       "**job / ceiling**",
       ...col((d) => `**${fmt(100 * d.unitsPerSecond / d.ceiling.unitsPerSecond)} %**`),
     ],
@@ -523,15 +600,16 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
       ),
     ],
     [
-      "CPU ms per 1,000 units: job / replay (best); machine busy while draining / replaying",
+      "CPU ms per 1,000 units: job / replay (best) / replay in the job's runtime; machine busy while draining / replaying",
       ...col((d) => {
         const best = d.ceiling.byConcurrency.find((b) =>
           b.unitsPerSecond === d.ceiling.unitsPerSecond
         );
+        const same = d.ceiling.sameRuntime;
         const perK = (seconds: number) => fmt(1e6 * seconds / d.units);
-        return `${perK(d.cpu.seconds)} / ${best ? perK(best.cpuSeconds) : "–"}; ${
-          fmt(100 * d.cpu.machineBusy)
-        } / ${best ? fmt(100 * best.machineBusy) : "–"} %`;
+        return `${perK(d.cpu.seconds)} / ${best ? perK(best.cpuSeconds) : "–"} / ${
+          same ? perK(same.cpuSeconds) : "–"
+        }; ${fmt(100 * d.cpu.machineBusy)} / ${best ? fmt(100 * best.machineBusy) : "–"} %`;
       }),
     ],
     ["windows (job / ceiling)", ...col((d) => `${fmt(d.windows)} / ${fmt(d.ceiling.windows)}`)],
@@ -571,9 +649,10 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
   ];
   const lines = [
     `lean bench: THRESHOLD_BATCH_READ_SIZE=1000 (default), THRESHOLD_BATCH_READ_INTERVAL=${options.interval}, ` +
-    `4 input partitions, seed ${options.seed}, V8 flags ${options.v8Flags || "none"}${
-      Object.entries(options.jobEnv).map(([k, v]) => `, ${k}=${v}`).join("")
-    }`,
+    `4 input partitions, seed ${options.seed}, V8 flags ${options.v8Flags || "none"}, ` +
+    `allocator ${
+      Object.entries(options.mallocEnv).map(([k, v]) => `${k}=${v}`).join(" ") || "glibc's defaults"
+    }${Object.entries(options.jobEnv).map(([k, v]) => `, ${k}=${v}`).join("")}`,
     "",
     markdownTable(rows),
     "",
@@ -629,7 +708,13 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
   return lines.join("\n");
 }
 
-if (import.meta.main) {
+if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
+  // The child of ceilingInJobRuntime: one measurement, as JSON on the last line.
+  const { shape, interval, concurrency } = JSON.parse(atob(Deno.args[0].split("=")[1]));
+  const result = await measureCeiling(shape, { interval, ceilingConcurrency: [concurrency] });
+  console.log(JSON.stringify(result));
+  Deno.exit();
+} else if (import.meta.main) {
   const { num, list, str, has } = flags(Deno.args);
   const v8 = str("v8-flags", "");
   const opts: LeanOptions = {
@@ -641,6 +726,7 @@ if (import.meta.main) {
     latencySeconds: num("latency-seconds", 20),
     latencyFraction: num("latency-fraction", 0.5),
     v8Flags: v8 === "none" ? "" : v8 || await jobV8Flags(),
+    mallocEnv: str("malloc-env", "") === "none" ? {} : await jobMallocEnv(),
     jobDenoFlags: str("job-deno-flags", "").split(",").filter(Boolean),
     jobEnv: Object.fromEntries(
       str("job-env", "").split(";").filter((kv) => kv.includes("=")).map((kv) => {

@@ -13,6 +13,7 @@
 #   scripts/compile.sh [--target TRIPLE] [--output PATH]
 #   scripts/compile.sh --print-permissions     the flags above, one per line
 #   scripts/compile.sh --print-v8-flags        the V8 flags below, comma-separated
+#   scripts/compile.sh --print-malloc-env      the allocator settings below, one per line
 #
 # V8 flags (`--v8-flags`, embedded in the binary; `deno task start` passes
 # the same): a young generation of at most 2 x 4 MiB instead of V8's 2 x 32
@@ -20,6 +21,13 @@
 # the heap and the buffers only its collections free stay flat under a
 # backlog: peak RSS ~150 instead of ~270 MiB, for ~25 % of throughput. See
 # "Lean and fast" in bench/README.md.
+#
+# Allocator settings (glibc reads them from the environment at start, so a
+# binary cannot carry them: the image sets them with ENV and `deno task start`
+# in front of the command; run the bare binary with them too): buffers of 64
+# KiB and more (fetch responses, produce requests) are mapped and unmapped
+# instead of fragmenting the heap, free memory is returned to the system
+# above 128 KiB, and two malloc arenas serve every thread instead of up to 16.
 #
 # `deno compile` embeds the program in denort, Deno's runtime without the
 # tooling, of the same version as the deno running it. DENORT_BIN, when set,
@@ -30,6 +38,7 @@ set -euo pipefail
 
 PERMISSIONS=(--allow-net --allow-env --allow-read)
 V8_FLAGS="--max-semi-space-size=4,--optimize-for-size"
+MALLOC_ENV=(MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=131072)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 output="$root/dist/activity-aggregate-updater"
@@ -45,9 +54,13 @@ while [ "$#" -gt 0 ]; do
       echo "$V8_FLAGS"
       exit 0
       ;;
+    --print-malloc-env)
+      printf '%s\n' "${MALLOC_ENV[@]}"
+      exit 0
+      ;;
     --output) output="${2:?--output needs a path}"; shift 2 ;;
     --target) target=(--target "${2:?--target needs a target triple}"); shift 2 ;;
-    -h | --help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compile: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
