@@ -17,6 +17,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { logger } from "./log.ts";
 import type { ParsedMessage } from "./event.ts";
 import type { JobMetrics } from "./metrics.ts";
@@ -48,6 +49,7 @@ export class Runner {
   readonly #done = Promise.withResolvers<void>();
   #draining: Promise<void> | null = null;
   #cancelTimer: (() => void) | null = null;
+  #closeScheduled = false;
   #progress = Promise.withResolvers<void>();
   #stopping = false;
   /** Sequence numbers: of the next message, the open window's last, the last settled. */
@@ -81,7 +83,7 @@ export class Runner {
     for (const message of messages) last = Math.max(last, await this.#take(message));
     // Nothing in flight: at low load a batch waits for one round of
     // processing rather than for the interval (SPEC §5).
-    if (this.#draining === null) this.#closeWindow();
+    if (this.#draining === null) this.#closeSoon();
     if (last >= 0) await this.#settled(last);
   }
 
@@ -145,6 +147,21 @@ export class Runner {
   /** Resolves once every closed window has been processed or abandoned. */
   async idle(): Promise<void> {
     while (this.#draining) await this.#draining;
+  }
+
+  /**
+   * Closes the open window once this turn of the event loop is over, if
+   * nothing is in flight by then: the other partitions' batches of the same
+   * fetch, handed over in this turn, join it instead of waiting for a
+   * window of their own.
+   */
+  #closeSoon(): void {
+    if (this.#closeScheduled) return;
+    this.#closeScheduled = true;
+    setImmediate(() => {
+      this.#closeScheduled = false;
+      if (this.#draining === null) this.#closeWindow();
+    });
   }
 
   #closeWindow(): void {

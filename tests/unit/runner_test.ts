@@ -125,6 +125,24 @@ Deno.test("a batch handed over while nothing is in flight makes one window, fail
   assert.deepEqual(source.committed(), new Map([[0, "3"]]));
 });
 
+Deno.test("batches of several partitions handed over in one turn make one window", async () => {
+  const { source, windows, gates, runner } = recordingRunner({ maxUnits: 10, maxWaitMs: 1000 });
+  runner.run();
+  // As KafkaJS hands over one fetch: every partition's batch to a worker of
+  // its own, a few promise hops apart.
+  const delivered = [];
+  for (const partition of [0, 1, 2]) {
+    delivered.push(source.deliver(unit(`R${partition}`, `U-${partition}`), { partition }));
+    for (let hop = 0; hop < 10; hop++) await Promise.resolve();
+  }
+  await settle();
+  assert.equal(windows.length, 1);
+  assert.deepEqual(windows[0].messages.map((m) => m.message.partition), [0, 1, 2]);
+  gates[0].resolve();
+  await Promise.all(delivered);
+  assert.deepEqual(source.committed(), new Map([[0, "1"], [1, "1"], [2, "1"]]));
+});
+
 Deno.test("windows are processed one at a time, in order, and commit in order", async () => {
   const { source, windows, gates, runner } = recordingRunner({ maxUnits: 1, maxWaitMs: 1000 });
   runner.run();
