@@ -32,10 +32,7 @@ const CONSUMER_STAGE = "kafka-consumer";
 /** Partition reads in flight at once per window. */
 const READ_CONCURRENCY = 32;
 
-/**
- * Enrolment statuses remembered between windows (about 200 bytes each): a
- * backlog's enrolments recur within a few thousand windows' worth of events.
- */
+/** Enrolment statuses remembered between windows: about 200 bytes each, 4 MB at most. */
 const KNOWN_STATUSES = 20_000;
 
 /** A started job. */
