@@ -52,8 +52,9 @@ ENV HTTP_HOST=0.0.0.0 \
     HTTP_PORT=9464 \
     NO_COLOR=1 \
     MALLOC_ARENA_MAX=2 \
-    MALLOC_MMAP_THRESHOLD_=65536 \
-    MALLOC_TRIM_THRESHOLD_=131072
+    MALLOC_MMAP_THRESHOLD_=32768 \
+    MALLOC_TRIM_THRESHOLD_=65536 \
+    MALLOC_TOP_PAD_=0
 # /metrics, /healthz, /readyz
 EXPOSE 9464
 # SIGTERM is the graceful stop: the window in flight is finished and committed

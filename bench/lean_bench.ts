@@ -96,6 +96,8 @@ export interface DrainResult {
   windowMs: number;
   inWindowsShare: number;
   rss: { readyMib: number; peakMib: number; sampledMaxMib: number; endMib: number };
+  /** RSS and V8 heap used after the job idled `IDLE_SECONDS`: what it keeps, not what it waits to free. */
+  idle: { rssMib: number; heapUsedMib: number };
   heap: { maxTotalMib: number; maxUsedMib: number; maxExternalMib: number };
   counters: Record<string, number>;
   checks: string[];
@@ -216,6 +218,9 @@ async function cpuSpan(pid: number | "self") {
 
 /** `getconf CLK_TCK` on Linux. */
 const CLOCK_TICKS = 100;
+
+/** How long the job idles after a drain before what it keeps is measured. */
+const IDLE_SECONDS = 15;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -371,6 +376,13 @@ async function runBacklog(
     sampling = false;
     await sampler;
     const end = await memoryOf(pid);
+    // V8's memory reducer collects and compacts after ~8 s with little allocation.
+    await sleep(IDLE_SECONDS * 1000);
+    const idle = {
+      rssMib: (await memoryOf(pid))?.rss ?? NaN,
+      heapUsedMib: (samples(await job.metrics()).get("nodejs_heap_size_used_bytes") ?? NaN) /
+        1048576,
+    };
     const status = await job.stop();
     job = null;
     if (status.code !== 0) throw new Error(`the job exited with ${status.code}`);
@@ -422,6 +434,7 @@ async function runBacklog(
           sampledMaxMib: sampledMax,
           endMib: end?.rss ?? NaN,
         },
+        idle,
         heap,
         counters,
         checks,
@@ -590,6 +603,10 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
     [
       "RSS when ready / at the end",
       ...col((d) => `${fmt(d.rss.readyMib, 1)} / ${fmt(d.rss.endMib, 1)} MiB`),
+    ],
+    [
+      `after ${IDLE_SECONDS} s idle: RSS / V8 heap used`,
+      ...col((d) => `${fmt(d.idle.rssMib, 1)} / ${fmt(d.idle.heapUsedMib, 1)} MiB`),
     ],
     [
       "V8 heap total / used / external, max of 1 s scrapes",

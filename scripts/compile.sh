@@ -24,10 +24,12 @@
 #
 # Allocator settings (glibc reads them from the environment at start, so a
 # binary cannot carry them: the image sets them with ENV and `deno task start`
-# in front of the command; run the bare binary with them too): buffers of 64
-# KiB and more (fetch responses, produce requests) are mapped and unmapped
-# instead of fragmenting the heap, free memory is returned to the system
-# above 128 KiB, and two malloc arenas serve every thread instead of up to 16.
+# in front of the command; run the bare binary with them too): buffers of 32
+# KiB and more (socket reads, fetch responses, produce requests) are mapped
+# and unmapped instead of fragmenting the heap, free memory at its top is
+# returned to the system above 64 KiB and never padded, and two malloc arenas
+# serve every thread instead of up to 16. Without them the heap's free but
+# fragmented pages grow with the length of a drain.
 #
 # `deno compile` embeds the program in denort, Deno's runtime without the
 # tooling, of the same version as the deno running it. DENORT_BIN, when set,
@@ -38,7 +40,7 @@ set -euo pipefail
 
 PERMISSIONS=(--allow-net --allow-env --allow-read)
 V8_FLAGS="--max-semi-space-size=4,--optimize-for-size"
-MALLOC_ENV=(MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=131072)
+MALLOC_ENV=(MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=32768 MALLOC_TRIM_THRESHOLD_=65536 MALLOC_TOP_PAD_=0)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 output="$root/dist/activity-aggregate-updater"
@@ -60,7 +62,7 @@ while [ "$#" -gt 0 ]; do
       ;;
     --output) output="${2:?--output needs a path}"; shift 2 ;;
     --target) target=(--target "${2:?--target needs a target triple}"); shift 2 ;;
-    -h | --help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,38p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compile: unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
