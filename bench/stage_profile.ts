@@ -10,7 +10,7 @@
  * Options: `--enrolments=2000 --events=20000 --size=1000 --seed=7 --probe=2000
  * --filter=1` (`--filter=0`: ACTIVITY_FILTER_PROCESSED_ENROLMENTS=false).
  *
- * Windows are built as the runner builds them (same `WindowBuilder`), from
+ * Windows are built as the runner builds them (`buildWindows` of ceiling.ts), from
  * the events ordered by input partition: KafkaJS hands the job one
  * partition's batch at a time, so a window mostly holds one partition's users.
  *
@@ -18,11 +18,9 @@
  */
 
 import cassandra from "cassandra-driver";
-import { Partitioners } from "kafkajs";
 import { type Retry, retryWithBackoff } from "../lib/async.ts";
 import { CassandraProgressStore } from "../lib/cassandra_store.ts";
 import { loadConfig } from "../lib/config.ts";
-import { parseMessage } from "../lib/event.ts";
 import { kafkaClient, KafkaSink } from "../lib/kafka.ts";
 import { JobMetrics } from "../lib/metrics.ts";
 import { type PipelineDeps, processWindow } from "../lib/pipeline.ts";
@@ -30,8 +28,8 @@ import { type EventSink, type ProgressStore } from "../lib/ports.ts";
 import { systemClock } from "../lib/clock.ts";
 import { connectRelationCache, RedisDedupStore } from "../lib/redis.ts";
 import { SearchCollectionStatus } from "../lib/search.ts";
-import { type Window, WindowBuilder } from "../lib/window.ts";
 import { mapConcurrent } from "../lib/async.ts";
+import { buildWindows } from "./ceiling.ts";
 import type { Stack } from "../tests/support/stack.ts";
 import { flags, fmt, markdownTable, percentile } from "./data.ts";
 import {
@@ -43,48 +41,6 @@ import {
   StackDisturbed,
   withRestartRetry,
 } from "./e2e_bench.ts";
-
-/** Windows as the runner closes them, from events in per-partition order. */
-function buildWindows(events: Record<string, unknown>[], maxUnits: number): Window[] {
-  const partitioner = Partitioners.DefaultPartitioner();
-  const partitionMetadata = [0, 1, 2, 3].map((partitionId) => ({
-    partitionId,
-    leader: 0,
-    partitionErrorCode: 0,
-    replicas: [0],
-    isr: [0],
-  }));
-  const byPartition: Record<string, unknown>[][] = [[], [], [], []];
-  for (const value of events) {
-    const key = (value.edata as { userId: string }).userId;
-    byPartition[partitioner({ topic: "input", partitionMetadata, message: { key, value: "" } })]
-      .push(value);
-  }
-  const windows: Window[] = [];
-  const builder = new WindowBuilder({ maxUnits, maxWaitMs: 1000 });
-  byPartition.forEach((values, partition) => {
-    values.forEach((value, offset) => {
-      const bytes = new TextEncoder().encode(JSON.stringify(value));
-      const entry = {
-        message: {
-          topic: "input",
-          partition,
-          offset: String(offset),
-          key: null,
-          value: bytes,
-          timestamp: 0,
-        },
-        parsed: parseMessage(bytes),
-      };
-      if (builder.wouldOverflow(entry)) windows.push(builder.take()!);
-      builder.add(entry, 0);
-      if (builder.isFull()) windows.push(builder.take()!);
-    });
-  });
-  const last = builder.take();
-  if (last) windows.push(last);
-  return windows;
-}
 
 /** Stage timings of one profile. */
 interface StageTotals {
