@@ -24,7 +24,7 @@ import { loadConfig } from "../lib/config.ts";
 import { kafkaClient, KafkaSink } from "../lib/kafka.ts";
 import { JobMetrics } from "../lib/metrics.ts";
 import { type PipelineDeps, processWindow } from "../lib/pipeline.ts";
-import { type EventSink, type ProgressStore } from "../lib/ports.ts";
+import { type EnrolmentWrite, type EventSink, type ProgressStore } from "../lib/ports.ts";
 import { systemClock } from "../lib/clock.ts";
 import { connectRelationCache, RedisDedupStore } from "../lib/redis.ts";
 import { SearchCollectionStatus } from "../lib/search.ts";
@@ -174,15 +174,22 @@ async function profile(
 
     // Count the requests the enrolment writes make: one plain update per
     // enrolment, plus one LWT per status move.
+    // In-progress updates travel with the counters (writeProgress), completions alone.
     let enrolmentWrites = 0;
     let statusMoves = 0;
+    const count = (writes: EnrolmentWrite[]) => {
+      enrolmentWrites += writes.length;
+      statusMoves += writes.filter((w) => w.statusChange).length;
+    };
     const countingProgress: ProgressStore = {
       readConsumption: (k) => progress.readConsumption(k),
       readEnrolment: (k) => progress.readEnrolment(k),
-      writeProgress: (writes) => progress.writeProgress(writes),
+      writeProgress(writes) {
+        count(writes.enrolments);
+        return progress.writeProgress(writes);
+      },
       writeEnrolments(writes) {
-        enrolmentWrites += writes.length;
-        statusMoves += writes.filter((w) => w.statusChange).length;
+        count(writes);
         return progress.writeEnrolments(writes);
       },
     };
