@@ -135,13 +135,18 @@ export interface LatencyResult {
   histogram: Histogram;
 }
 
-/** The V8 flags the job is built and started with, from `scripts/compile.sh`. */
-export async function jobV8Flags(): Promise<string> {
+/** What `scripts/compile.sh <option>` prints (`--print-v8-flags`, `--print-malloc-env`). */
+async function compileSetting(option: string): Promise<string> {
   const out = await new Deno.Command("bash", {
-    args: [`${ROOT}scripts/compile.sh`, "--print-v8-flags"],
+    args: [`${ROOT}scripts/compile.sh`, option],
     stdout: "piped",
   }).output();
-  const v8 = new TextDecoder().decode(out.stdout).trim();
+  return new TextDecoder().decode(out.stdout).trim();
+}
+
+/** The V8 flags the job is built and started with, from `scripts/compile.sh`. */
+export async function jobV8Flags(): Promise<string> {
+  const v8 = await compileSetting("--print-v8-flags");
   // deno.json's start task must run the job with the same flags.
   const tasks = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks;
   if (v8 && !String(tasks.start).includes(`--v8-flags=${v8}`)) {
@@ -155,11 +160,7 @@ export async function jobV8Flags(): Promise<string> {
  * `deno task start` and the image must set the same.
  */
 export async function jobMallocEnv(): Promise<Record<string, string>> {
-  const out = await new Deno.Command("bash", {
-    args: [`${ROOT}scripts/compile.sh`, "--print-malloc-env"],
-    stdout: "piped",
-  }).output();
-  const lines = new TextDecoder().decode(out.stdout).trim().split("\n").filter(Boolean);
+  const lines = (await compileSetting("--print-malloc-env")).split("\n").filter(Boolean);
   const start = String(JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks.start);
   const dockerfile = await Deno.readTextFile(`${ROOT}Dockerfile`);
   for (const line of lines) {
