@@ -329,8 +329,14 @@ Deno.test(
         60_000,
       );
       await waitFor("2000 AUDIT events", () => audits.length === 2000, 30_000);
-      const windows = job.records().filter((r) => r.message === "window done");
-      assert.equal(windows.reduce((n, w) => n + (w.properties.units as number), 0), 1000);
+      // A window's log line follows its commit, through the job's stdout.
+      const units = (windows: { properties: Record<string, unknown> }[]) =>
+        windows.reduce((n, w) => n + (w.properties.units as number), 0);
+      const windows = await waitFor("the windows' log lines", () => {
+        const done = job.records().filter((r) => r.message === "window done");
+        return units(done) >= 1000 ? done : null;
+      });
+      assert.equal(units(windows), 1000);
       assert.ok(windows.some((w) => (w.properties.units as number) >= 900), "one large window");
       assert.equal((await stack.enrolment(keys[499]))?.progress, 2);
     } finally {
