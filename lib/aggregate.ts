@@ -32,8 +32,32 @@ export const structureKey = {
   isOptionalNodes: (key: string) => key.endsWith(":optionalnodes"),
 };
 
-/** Sets fetched from the relation cache, by name; a set not fetched is empty. */
+/**
+ * Sets fetched from the relation cache, by name; a set not fetched is empty.
+ * A window's enrolments share one, unchanged once planning begins: plans
+ * remember what they derive from it (see {@linkcode requiredNodes}).
+ */
 export type StructureSets = Map<string, string[]>;
+
+const requiredBySets = new WeakMap<StructureSets, Map<string, string[]>>();
+
+/**
+ * The leaf nodes of `id` (the course or a unit) that are not optional: what
+ * completing it requires. Remembered per `sets`, since every enrolment of a
+ * course in a window asks for the same ones.
+ */
+function requiredNodes(courseId: string, id: string, sets: StructureSets): string[] {
+  let remembered = requiredBySets.get(sets);
+  if (remembered === undefined) requiredBySets.set(sets, remembered = new Map());
+  const key = structureKey.leafNodes(courseId, id);
+  let required = remembered.get(key);
+  if (required === undefined) {
+    const optional = new Set(sets.get(structureKey.optionalNodes(courseId, id)) ?? []);
+    required = (sets.get(key) ?? []).filter((c) => !optional.has(c));
+    remembered.set(key, required);
+  }
+  return required;
+}
 
 /** The leaf nodes of a course; empty means its structure is missing (SPEC §7). */
 export function courseLeafNodes(courseId: string, sets: StructureSets): string[] {
@@ -113,7 +137,11 @@ export function planEnrolment(state: EnrolmentState, opts: PlanOptions): Enrolme
 
   // Step 3–4: counters and actions per distinct input content, in input order.
   const occurrences = new Map<string, Unit[]>();
-  for (const u of units) occurrences.set(u.contentId, [...occurrences.get(u.contentId) ?? [], u]);
+  for (const u of units) {
+    const seen = occurrences.get(u.contentId);
+    if (seen === undefined) occurrences.set(u.contentId, [u]);
+    else seen.push(u);
+  }
   const counters: CounterWrite[] = [];
   const contentEvents: OutputEvent[] = [];
   for (const [contentId, seen] of occurrences) {
@@ -136,16 +164,11 @@ export function planEnrolment(state: EnrolmentState, opts: PlanOptions): Enrolme
 
   // Steps 5–7: merged statuses and completed counts of the course and its units.
   const merged = mergedStatuses(rows, units);
-  const done = new Set([...merged].filter(([, s]) => s === 2).map(([c]) => c));
-  const required = (id: string) => {
-    const optional = new Set(sets.get(structureKey.optionalNodes(key.courseId, id)) ?? []);
-    return (sets.get(structureKey.leafNodes(key.courseId, id)) ?? []).filter((c) =>
-      !optional.has(c)
-    );
-  };
   const completedOf = (id: string) => {
-    const req = required(id);
-    return { total: req.length, completed: req.filter((c) => done.has(c)).length };
+    const required = requiredNodes(key.courseId, id, sets);
+    let completed = 0;
+    for (const c of required) if (merged.get(c) === 2) completed++;
+    return { total: required.length, completed };
   };
   const contextId = `cb:${key.batchId}`;
   const aggregate = (activityId: string, completedCount: number): AggregateWrite => ({

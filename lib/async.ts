@@ -1,6 +1,6 @@
 /**
- * Small async helpers: bounded concurrency and retry with capped, jittered
- * exponential backoff.
+ * Small async helpers: bounded concurrency, deadlines, and retry with capped,
+ * jittered exponential backoff.
  *
  * @module
  */
@@ -117,6 +117,31 @@ export function delay(
       resolve();
     }, ms);
     signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** Thrown by {@linkcode deadline} when the work took too long; waiting may cure it. */
+export class DeadlineError extends Error {
+  override name = "DeadlineError";
+}
+
+/**
+ * Settles as `work` does, or rejects with a {@linkcode DeadlineError} naming
+ * `what` once `ms` have passed first. The work itself goes on; its late
+ * result is dropped.
+ */
+export function deadline<T>(
+  work: Promise<T>,
+  ms: number,
+  opts: { what: string; clock?: Clock },
+): Promise<T> {
+  const { what, clock = systemClock } = opts;
+  return new Promise((resolve, reject) => {
+    const cancel = clock.setTimer(
+      () => reject(new DeadlineError(`${what} took more than ${ms} ms`)),
+      ms,
+    );
+    work.then(resolve, reject).finally(cancel);
   });
 }
 

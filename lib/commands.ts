@@ -4,6 +4,7 @@
  * @module
  */
 
+import { deadline } from "./async.ts";
 import { checkCassandraSchema } from "./cassandra_schema.ts";
 import type { Config } from "./config.ts";
 import { ENROLMENT_SYNC_ACTION } from "./event.ts";
@@ -62,7 +63,7 @@ async function checkKafka(config: Config): Promise<string[]> {
 async function checkRedis(target: Config["relationCache"] | Config["dedup"]): Promise<string[]> {
   const client = await connectRedis(target, { connectTimeoutMs: 3000 });
   try {
-    const pong = await client.ping();
+    const pong = await deadline(client.ping(), 3000, { what: "redis PING" });
     return pong === "PONG" ? [] : [`unexpected PING answer ${pong}`];
   } finally {
     await closeRedis(client);

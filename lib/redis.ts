@@ -4,14 +4,15 @@
  * connection because each lives in its own database. Every call is one
  * pipelined round trip.
  *
- * Clients fail fast while Redis is down (no offline queue, a command timeout)
- * instead of queueing forever: the job's retry loop pauses the stage, and
- * ioredis reconnects on its own when Redis returns.
+ * Clients fail fast while Redis is down (no offline queue, a deadline on
+ * every round trip) instead of queueing forever: the job's retry loop pauses
+ * the stage, and ioredis reconnects on its own when Redis returns.
  *
  * @module
  */
 
 import { Redis, ReplyError } from "ioredis";
+import { deadline } from "./async.ts";
 import type { Config, RedisTarget } from "./config.ts";
 import {
   type Clock,
@@ -24,8 +25,12 @@ import { LocalTtlRelationCache } from "./relation_cache.ts";
 
 /** Options of {@linkcode connectRedis}. */
 export interface RedisClientOptions {
-  /** Milliseconds a command may take before it fails (default 5000). */
-  commandTimeoutMs?: number;
+  /**
+   * Milliseconds a round trip (a pipeline of commands) may take before it
+   * fails (default 5000). One timer per round trip: ioredis's own
+   * `commandTimeout` arms one per command, and a window pipelines thousands.
+   */
+  roundTripTimeoutMs?: number;
   /** Milliseconds a connection attempt may take (default 5000). */
   connectTimeoutMs?: number;
   /**
@@ -54,7 +59,6 @@ export async function connectRedis(
     // the job's retry loop owns waiting (with backoff and metrics).
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
-    commandTimeout: opts.commandTimeoutMs ?? 5000,
     connectTimeout: opts.connectTimeoutMs ?? 5000,
     // Reconnect forever, at most every 2 s: an outage pauses the job, never ends it.
     retryStrategy: (times) => Math.min(times * 100, 2000),
@@ -117,12 +121,18 @@ export function classifyRedisError(error: unknown): unknown {
   return error;
 }
 
+const DEFAULT_ROUND_TRIP_TIMEOUT_MS = 5000;
+
 /**
- * Runs `pipeline` and returns each command's reply, throwing the first
- * command error: ioredis reports per-command errors inside the result.
+ * Runs `pipeline` within `timeoutMs` and returns each command's reply,
+ * throwing the first command error: ioredis reports per-command errors
+ * inside the result.
  */
-async function replies(pipeline: ReturnType<Redis["pipeline"]>): Promise<unknown[]> {
-  const results = await pipeline.exec();
+async function replies(
+  pipeline: ReturnType<Redis["pipeline"]>,
+  timeoutMs: number,
+): Promise<unknown[]> {
+  const results = await deadline(pipeline.exec(), timeoutMs, { what: "redis round trip" });
   if (results === null) throw new Error("redis: pipeline was discarded");
   return results.map(([error, reply]) => {
     if (error) throw classifyRedisError(error);
@@ -133,10 +143,12 @@ async function replies(pipeline: ReturnType<Redis["pipeline"]>): Promise<unknown
 /** Course structure sets from the relation cache database (SMEMBERS, pipelined). */
 export class RedisRelationCache implements RelationCache {
   readonly #client: Redis;
+  readonly #timeoutMs: number;
 
   /** Uses `client`, already selected on the relation cache database. */
-  constructor(client: Redis) {
+  constructor(client: Redis, opts: Pick<RedisClientOptions, "roundTripTimeoutMs"> = {}) {
     this.#client = client;
+    this.#timeoutMs = opts.roundTripTimeoutMs ?? DEFAULT_ROUND_TRIP_TIMEOUT_MS;
   }
 
   /** Connects to the relation cache server and database of `config`. */
@@ -144,7 +156,7 @@ export class RedisRelationCache implements RelationCache {
     config: Config["relationCache"],
     opts?: RedisClientOptions,
   ): Promise<RedisRelationCache> {
-    return new RedisRelationCache(await connectRedis(config, opts));
+    return new RedisRelationCache(await connectRedis(config, opts), opts);
   }
 
   /** Members of each set in one round trip; a missing key is an empty set. */
@@ -153,7 +165,7 @@ export class RedisRelationCache implements RelationCache {
     if (keys.length === 0) return result;
     const pipeline = this.#client.pipeline();
     for (const key of keys) pipeline.smembers(key);
-    const sets = await replies(pipeline);
+    const sets = await replies(pipeline, this.#timeoutMs);
     keys.forEach((key, i) => result.set(key, sets[i] as string[]));
     return result;
   }
@@ -168,11 +180,17 @@ export class RedisRelationCache implements RelationCache {
 export class RedisDedupStore implements DedupStore {
   readonly #client: Redis;
   readonly #expirySeconds: number;
+  readonly #timeoutMs: number;
 
   /** Uses `client`, already selected on the de-duplication database. */
-  constructor(client: Redis, expirySeconds: number) {
+  constructor(
+    client: Redis,
+    expirySeconds: number,
+    opts: Pick<RedisClientOptions, "roundTripTimeoutMs"> = {},
+  ) {
     this.#client = client;
     this.#expirySeconds = expirySeconds;
+    this.#timeoutMs = opts.roundTripTimeoutMs ?? DEFAULT_ROUND_TRIP_TIMEOUT_MS;
   }
 
   /** Connects to the de-duplication server and database of `config`. */
@@ -180,7 +198,7 @@ export class RedisDedupStore implements DedupStore {
     config: Config["dedup"],
     opts?: RedisClientOptions,
   ): Promise<RedisDedupStore> {
-    return new RedisDedupStore(await connectRedis(config, opts), config.expirySeconds);
+    return new RedisDedupStore(await connectRedis(config, opts), config.expirySeconds, opts);
   }
 
   /**
@@ -192,7 +210,7 @@ export class RedisDedupStore implements DedupStore {
     if (checksums.length === 0) return found;
     const pipeline = this.#client.pipeline();
     for (const sum of checksums) pipeline.exists(sum);
-    const counts = await replies(pipeline);
+    const counts = await replies(pipeline, this.#timeoutMs);
     checksums.forEach((sum, i) => {
       if (counts[i] === 1) found.add(sum);
     });
@@ -204,7 +222,7 @@ export class RedisDedupStore implements DedupStore {
     if (checksums.length === 0) return;
     const pipeline = this.#client.pipeline();
     for (const sum of checksums) pipeline.set(sum, "", "EX", this.#expirySeconds);
-    await replies(pipeline);
+    await replies(pipeline, this.#timeoutMs);
   }
 
   /** Closes the connection. */

@@ -2,7 +2,10 @@ import assert from "node:assert/strict";
 import {
   AbortedError,
   backoffDelay,
+  deadline,
+  DeadlineError,
   delay,
+  isRetriable,
   mapConcurrent,
   retryWithBackoff,
 } from "../../lib/async.ts";
@@ -112,4 +115,27 @@ Deno.test("mapConcurrent keeps order and never runs more than its limit at once"
   });
   assert.deepEqual(result, [50, 10, 40, 20, 30]);
   assert.equal(most, 2);
+});
+
+Deno.test("deadline rejects late work with a retriable error naming it, and leaves no timer behind", async () => {
+  const clock = new FakeClock();
+  let finish!: (value: string) => void;
+  const late = deadline(new Promise<string>((resolve) => finish = resolve), 5000, {
+    what: "redis round trip",
+    clock,
+  });
+  clock.advance(4999);
+  const early = deadline(Promise.resolve("ok"), 5000, { what: "other", clock });
+  assert.equal(await early, "ok");
+  clock.advance(1);
+  await assert.rejects(late, (error) => {
+    assert.ok(error instanceof DeadlineError);
+    assert.match((error as Error).message, /redis round trip took more than 5000 ms/);
+    assert.ok(isRetriable(error));
+    return true;
+  });
+  finish("too late");
+  const failing = deadline(Promise.reject(new Error("boom")), 5000, { what: "x", clock });
+  await assert.rejects(failing, /boom/);
+  assert.equal(clock.pending, 0);
 });

@@ -802,7 +802,8 @@ function checkFailedEvents(r: RunResult, v: Violations): void {
     };
     let text: string;
     try {
-      text = produceRequests([event], Number.MAX_SAFE_INTEGER)[0][0].messages[0].value.toString();
+      text = produceRequests([event], { maxBytes: Number.MAX_SAFE_INTEGER, maxMessages: 1 })[0][0]
+        .messages[0].value.toString();
     } catch (error) {
       v.add(P, `produceRequests cannot serialise a failed event: ${String(error).slice(0, 200)}`);
       continue;
@@ -930,7 +931,10 @@ function checkProduceRequests(r: RunResult, v: Violations): void {
   const limit = 512 * 1024;
   let requests: ReturnType<typeof produceRequests>;
   try {
-    requests = produceRequests(r.world.sink.events as OutputEvent[], limit);
+    requests = produceRequests(r.world.sink.events as OutputEvent[], {
+      maxBytes: limit,
+      maxMessages: 128,
+    });
   } catch (error) {
     v.add(P, `produceRequests threw: ${String(error).slice(0, 300)}`);
     return;

@@ -15,7 +15,7 @@ Deno.test("produce requests stay under the byte limit and keep every event in or
   );
   const size = (e: OutputEvent) => JSON.stringify(e.value).length + e.key.length;
   const limit = size(events[0]) * 7;
-  const requests = produceRequests(events, limit);
+  const requests = produceRequests(events, { maxBytes: limit, maxMessages: 1000 });
   assert.ok(requests.length >= 8, `${requests.length} requests`);
   for (const request of requests) {
     const bytes = request.flatMap((t) => t.messages)
@@ -36,8 +36,27 @@ Deno.test("produce requests stay under the byte limit and keep every event in or
 });
 
 Deno.test("an event larger than the limit goes alone; an empty key is no key", () => {
-  const requests = produceRequests([event("t", "", 1), event("t", "u", 2)], 10);
+  const requests = produceRequests([event("t", "", 1), event("t", "u", 2)], {
+    maxBytes: 10,
+    maxMessages: 1000,
+  });
   assert.equal(requests.length, 2);
   assert.equal(requests[0][0].messages[0].key, null);
   assert.equal(requests[1][0].messages[0].key, "u");
+});
+
+Deno.test("produce requests carry at most maxMessages messages over all topics", () => {
+  const events = Array.from({ length: 10 }, (_, i) => event(i % 2 ? "audit" : "cert", "u", i));
+  const requests = produceRequests(events, { maxBytes: 1 << 20, maxMessages: 4 });
+  assert.deepEqual(
+    requests.map((r) => r.reduce((sum, t) => sum + t.messages.length, 0)),
+    [4, 4, 2],
+  );
+  assert.deepEqual(
+    requests.flatMap((r) =>
+      r.flatMap((t) => t.messages.map((m) => JSON.parse(m.value.toString()).n))
+    )
+      .sort((a, b) => a - b),
+    events.map((_, i) => i),
+  );
 });
