@@ -34,12 +34,26 @@ export const structureKey = {
 
 /**
  * Sets fetched from the relation cache, by name; a set not fetched is empty.
- * A window's enrolments share one, unchanged once planning begins: plans
- * remember what they derive from it (see {@linkcode requiredNodes}).
+ * A window's enrolments share one, unchanged once it is read whole: plans
+ * remember what they derive from it (required nodes, units of a content).
  */
 export type StructureSets = Map<string, string[]>;
 
-const requiredBySets = new WeakMap<StructureSets, Map<string, string[]>>();
+/** What plans derive from a window's sets, remembered per sets object. */
+interface Derived {
+  /** Required nodes by leaf-node set name. */
+  required: Map<string, string[]>;
+  /** Units containing a content, by course, then content. */
+  units: Map<string, Map<string, string[]>>;
+}
+
+const derivedBySets = new WeakMap<StructureSets, Derived>();
+
+function derived(sets: StructureSets): Derived {
+  let d = derivedBySets.get(sets);
+  if (d === undefined) derivedBySets.set(sets, d = { required: new Map(), units: new Map() });
+  return d;
+}
 
 /**
  * The leaf nodes of `id` (the course or a unit) that are not optional: what
@@ -47,8 +61,7 @@ const requiredBySets = new WeakMap<StructureSets, Map<string, string[]>>();
  * course in a window asks for the same ones.
  */
 function requiredNodes(courseId: string, id: string, sets: StructureSets): string[] {
-  let remembered = requiredBySets.get(sets);
-  if (remembered === undefined) requiredBySets.set(sets, remembered = new Map());
+  const remembered = derived(sets).required;
   const key = structureKey.leafNodes(courseId, id);
   let required = remembered.get(key);
   if (required === undefined) {
@@ -57,6 +70,21 @@ function requiredNodes(courseId: string, id: string, sets: StructureSets): strin
     remembered.set(key, required);
   }
   return required;
+}
+
+/** The units of `courseId` containing `contentId`: its ancestors but the course. Remembered per `sets`. */
+function unitsContaining(courseId: string, contentId: string, sets: StructureSets): string[] {
+  const byCourse = derived(sets).units;
+  let byContent = byCourse.get(courseId);
+  if (byContent === undefined) byCourse.set(courseId, byContent = new Map());
+  let units = byContent.get(contentId);
+  if (units === undefined) {
+    units = (sets.get(structureKey.ancestors(courseId, contentId)) ?? []).filter((a) =>
+      a !== courseId
+    );
+    byContent.set(contentId, units);
+  }
+  return units;
 }
 
 /** The leaf nodes of a course; empty means its structure is missing (SPEC §7). */
@@ -75,9 +103,7 @@ export function mergedStatuses(rows: ConsumptionRow[], units: Unit[]): Map<strin
 export function unitsOf(courseId: string, contentIds: Iterable<string>, sets: StructureSets) {
   const units = new Set<string>();
   for (const c of contentIds) {
-    for (const a of sets.get(structureKey.ancestors(courseId, c)) ?? []) {
-      if (a !== courseId) units.add(a);
-    }
+    for (const u of unitsContaining(courseId, c, sets)) units.add(u);
   }
   return [...units];
 }

@@ -96,17 +96,26 @@ export class CassandraProgressStore implements ProgressStore {
 
   /** All consumption rows of one enrolment: one partition slice, paged by the driver. */
   async readConsumption(key: EnrolmentKey): Promise<ConsumptionRow[]> {
-    const result = await this.#execute(this.#cql.readConsumption, enrolmentParams(key));
     const rows: ConsumptionRow[] = [];
-    // The async iterator fetches further pages, so a very large enrolment is read whole.
-    for await (const row of result) {
-      rows.push({
-        contentId: row.get("contentid"),
-        status: row.get("status") ?? 1,
-        viewCount: row.get("viewcount") ?? 0,
-        completedCount: row.get("completedcount") ?? 0,
-      });
-    }
+    // Page by page, so a very large enrolment is read whole; a plain loop over
+    // each page, since the driver's async iterator costs a promise per row.
+    let pageState: string | undefined;
+    do {
+      const result = await this.#execute(
+        this.#cql.readConsumption,
+        enrolmentParams(key),
+        pageState,
+      );
+      for (const row of result.rows) {
+        rows.push({
+          contentId: row.get("contentid"),
+          status: row.get("status") ?? 1,
+          viewCount: row.get("viewcount") ?? 0,
+          completedCount: row.get("completedcount") ?? 0,
+        });
+      }
+      pageState = result.pageState ?? undefined;
+    } while (pageState !== undefined);
     return rows;
   }
 
@@ -242,9 +251,15 @@ export class CassandraProgressStore implements ProgressStore {
     }
   }
 
-  async #execute(query: string, params: unknown[]): Promise<cassandra.types.ResultSet> {
+  /** Runs one statement; `pageState` asks for the page after the one it came with. */
+  async #execute(
+    query: string,
+    params: unknown[],
+    pageState?: string,
+  ): Promise<cassandra.types.ResultSet> {
+    const options = pageState === undefined ? QUERY_OPTIONS : { ...QUERY_OPTIONS, pageState };
     try {
-      return await this.#client.execute(query, params, QUERY_OPTIONS);
+      return await this.#client.execute(query, params, options);
     } catch (error) {
       throw classifyCassandraError(error);
     }

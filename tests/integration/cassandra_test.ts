@@ -81,6 +81,30 @@ Deno.test("cassandra: readConsumption defaults nulls and reads one enrolment onl
   });
 });
 
+Deno.test("cassandra: readConsumption reads an enrolment larger than one page whole", async () => {
+  await withStore(async (store, client) => {
+    const key = newKey();
+    const insert = `INSERT INTO ${ks}.user_content_consumption ` +
+      "(userid, courseid, batchid, contentid, status, viewcount, completedcount) " +
+      "VALUES (?, ?, ?, ?, 2, 1, 1)";
+    // The driver's default page is 5,000 rows.
+    const ids = Array.from({ length: 5_050 }, (_, i) => `P${String(i).padStart(5, "0")}`);
+    for (let i = 0; i < ids.length; i += 100) {
+      await client.batch(
+        ids.slice(i, i + 100).map((id) => ({
+          query: insert,
+          params: [key.userId, key.courseId, key.batchId, id],
+        })),
+        { ...QUORUM, logged: false },
+      );
+    }
+
+    const rows = await store.readConsumption(key);
+    assert.equal(rows.length, ids.length);
+    assert.deepEqual(rows.map((r) => r.contentId).sort(), ids);
+  });
+});
+
 Deno.test("cassandra: writeProgress writes counters and merges aggregates", async () => {
   await withStore(async (store, client) => {
     const key = newKey();
