@@ -10,6 +10,7 @@ import { delay, type Retry, retryWithBackoff } from "./async.ts";
 import { CassandraProgressStore } from "./cassandra_store.ts";
 import type { Config } from "./config.ts";
 import type { Health } from "./http.ts";
+import { collectBetweenWindows } from "./heap.ts";
 import { kafkaClient, KafkaInput, KafkaSink } from "./kafka.ts";
 import { KnownStatusStore } from "./known_statuses.ts";
 import { logger } from "./log.ts";
@@ -31,6 +32,12 @@ const CONSUMER_STAGE = "kafka-consumer";
 
 /** Partition reads in flight at once per window. */
 const READ_CONCURRENCY = 32;
+
+/**
+ * V8 heap in use above which a window's end brings a full collection (with
+ * `--expose-gc`, see lib/heap.ts): the live state is ~20 MiB after a window.
+ */
+const HEAP_COLLECT_ABOVE_BYTES = 24 * 1024 * 1024;
 
 /** Enrolment statuses remembered between windows: about 200 bytes each, 4 MB at most. */
 const KNOWN_STATUSES = 20_000;
@@ -112,6 +119,7 @@ export async function startJob(config: Config, observers: Observers): Promise<Ru
       limits: config.window,
       metrics,
       process: windowProcessor(config, deps, { metrics, health }),
+      afterWindow: collectBetweenWindows({ thresholdBytes: HEAP_COLLECT_ABOVE_BYTES }),
     });
     const done = runner.run();
     health.markConnected();

@@ -37,6 +37,8 @@ export interface RunnerDeps {
   clock: Clock;
   limits: WindowLimits;
   metrics: JobMetrics;
+  /** Called after each window is committed, when its data has become garbage. */
+  afterWindow?: () => void;
 }
 
 /** Runs the consumer loop until {@linkcode Runner.stop} or a permanent failure. */
@@ -213,6 +215,7 @@ export class Runner {
     const seconds = (performance.now() - started) / 1000;
     this.#deps.metrics.windowDuration.observe(seconds);
     log.info("window done", { ...summary, durationMs: Math.round(seconds * 1000) });
+    this.#deps.afterWindow?.();
   }
 
   #fail(error: unknown, opts: { force?: boolean } = {}): void {

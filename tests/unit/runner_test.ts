@@ -257,3 +257,22 @@ Deno.test("abort ends the loop with the error and commits nothing in flight", as
   assert.equal(source.commits.length, 0);
   assert.equal(source.paused, true);
 });
+
+Deno.test("afterWindow runs once per window, after its commit", async () => {
+  const source = new MemorySource();
+  const seen: number[] = [];
+  const runner = new Runner({
+    source,
+    parse: parseInput,
+    clock: new FakeClock(),
+    limits: { maxUnits: 1, maxWaitMs: 1000 },
+    metrics: stubWorld().metrics,
+    process: (window) => Promise.resolve(emptySummary(window)),
+    afterWindow: () => seen.push(source.commits.length),
+  });
+  runner.run();
+  await source.deliver(unit("R1"));
+  await source.deliver(unit("R2"));
+  assert.deepEqual(seen, [1, 2]);
+  await runner.stop(1000);
+});
