@@ -23,12 +23,13 @@ import {
 } from "./ports.ts";
 import { LocalTtlRelationCache } from "./relation_cache.ts";
 
-/** Options of {@linkcode connectRedis}. */
+/** Options of {@linkcode connectRedis} and of the adapters' `connect`. */
 export interface RedisClientOptions {
   /**
-   * Milliseconds a round trip (a pipeline of commands) may take before it
-   * fails (default 5000). One timer per round trip: ioredis's own
-   * `commandTimeout` arms one per command, and a window pipelines thousands.
+   * Milliseconds one of an adapter's round trips (a pipeline of commands)
+   * may take before it fails (default 5000). One timer per round trip:
+   * ioredis's own `commandTimeout` arms one per command, and a window
+   * pipelines thousands.
    */
   roundTripTimeoutMs?: number;
   /** Milliseconds a connection attempt may take (default 5000). */

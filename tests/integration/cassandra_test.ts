@@ -18,6 +18,9 @@ import { identifierSuffix, stackCassandra, unique } from "../support/stack.ts";
 const cfg = stackCassandra();
 const ks = cfg.keyspace;
 const QUORUM = { prepare: true, consistency: cassandra.types.consistencies.localQuorum };
+const insertConsumption = `INSERT INTO ${ks}.user_content_consumption ` +
+  "(userid, courseid, batchid, contentid, status, viewcount, completedcount) " +
+  "VALUES (?, ?, ?, ?, ?, ?, ?)";
 
 /** Runs `fn` with a connected store (batch size 3, to exercise chunking) and closes it. */
 async function withStore(
@@ -60,17 +63,22 @@ Deno.test("cassandra: reads of an unknown enrolment are empty", async () => {
 Deno.test("cassandra: readConsumption defaults nulls and reads one enrolment only", async () => {
   await withStore(async (store, client) => {
     const key = newKey();
-    const insert = `INSERT INTO ${ks}.user_content_consumption ` +
-      "(userid, courseid, batchid, contentid, status, viewcount, completedcount) " +
-      "VALUES (?, ?, ?, ?, ?, ?, ?)";
-    await client.execute(insert, [key.userId, key.courseId, key.batchId, "R1", 2, 1, 1], QUORUM);
     await client.execute(
-      insert,
+      insertConsumption,
+      [key.userId, key.courseId, key.batchId, "R1", 2, 1, 1],
+      QUORUM,
+    );
+    await client.execute(
+      insertConsumption,
       [key.userId, key.courseId, key.batchId, "R3", null, null, null],
       QUORUM,
     );
     // Same user and course, another batch: a different enrolment.
-    await client.execute(insert, [key.userId, key.courseId, "other", "R9", 2, 5, 5], QUORUM);
+    await client.execute(
+      insertConsumption,
+      [key.userId, key.courseId, "other", "R9", 2, 5, 5],
+      QUORUM,
+    );
 
     const rows = await store.readConsumption(key);
     rows.sort((a, b) => a.contentId.localeCompare(b.contentId));
@@ -84,16 +92,13 @@ Deno.test("cassandra: readConsumption defaults nulls and reads one enrolment onl
 Deno.test("cassandra: readConsumption reads an enrolment larger than one page whole", async () => {
   await withStore(async (store, client) => {
     const key = newKey();
-    const insert = `INSERT INTO ${ks}.user_content_consumption ` +
-      "(userid, courseid, batchid, contentid, status, viewcount, completedcount) " +
-      "VALUES (?, ?, ?, ?, 2, 1, 1)";
     // The driver's default page is 5,000 rows.
     const ids = Array.from({ length: 5_050 }, (_, i) => `P${String(i).padStart(5, "0")}`);
     for (let i = 0; i < ids.length; i += 100) {
       await client.batch(
         ids.slice(i, i + 100).map((id) => ({
-          query: insert,
-          params: [key.userId, key.courseId, key.batchId, id],
+          query: insertConsumption,
+          params: [key.userId, key.courseId, key.batchId, id, 2, 1, 1],
         })),
         { ...QUORUM, logged: false },
       );
