@@ -37,7 +37,12 @@ export interface RunnerDeps {
   clock: Clock;
   limits: WindowLimits;
   metrics: JobMetrics;
-  /** Called after each window is committed, when its data has become garbage. */
+  /**
+   * Called once after each committed window, when its data has become
+   * garbage, in a later turn of the event loop: by then the next fetch or
+   * the next window's first requests are in flight, so work done here (a
+   * garbage collection) overlaps their round trips instead of delaying them.
+   */
   afterWindow?: () => void;
 }
 
@@ -187,6 +192,8 @@ export class Runner {
           this.#notify();
           // Nothing else in flight: the open window need not wait for its timer.
           if (this.#waiting.length === 0) this.#closeWindow();
+          const afterWindow = this.#deps.afterWindow;
+          if (afterWindow) setImmediate(afterWindow);
         }
       } catch (error) {
         this.#waiting.length = 0;
@@ -215,7 +222,6 @@ export class Runner {
     const seconds = (performance.now() - started) / 1000;
     this.#deps.metrics.windowDuration.observe(seconds);
     log.info("window done", { ...summary, durationMs: Math.round(seconds * 1000) });
-    this.#deps.afterWindow?.();
   }
 
   #fail(error: unknown, opts: { force?: boolean } = {}): void {

@@ -258,21 +258,36 @@ Deno.test("abort ends the loop with the error and commits nothing in flight", as
   assert.equal(source.paused, true);
 });
 
-Deno.test("afterWindow runs once per window, after its commit", async () => {
+Deno.test("afterWindow runs once per window, after its commit, with the next window started", async () => {
   const source = new MemorySource();
-  const seen: number[] = [];
+  const gates: PromiseWithResolvers<void>[] = [];
+  const seen: { commits: number; started: number }[] = [];
+  let hookRan = Promise.withResolvers<void>();
   const runner = new Runner({
     source,
     parse: parseInput,
     clock: new FakeClock(),
     limits: { maxUnits: 1, maxWaitMs: 1000 },
     metrics: stubWorld().metrics,
-    process: (window) => Promise.resolve(emptySummary(window)),
-    afterWindow: () => seen.push(source.commits.length),
+    process: async (window) => {
+      const gate = Promise.withResolvers<void>();
+      gates.push(gate);
+      await gate.promise;
+      return emptySummary(window);
+    },
+    afterWindow: () => {
+      seen.push({ commits: source.commits.length, started: gates.length });
+      hookRan.resolve();
+    },
   });
   runner.run();
-  await source.deliver(unit("R1"));
-  await source.deliver(unit("R2"));
-  assert.deepEqual(seen, [1, 2]);
+  const delivered = source.deliver([unit("R1"), unit("R2")]);
+  gates[0].resolve();
+  await hookRan.promise;
+  hookRan = Promise.withResolvers<void>();
+  gates[1].resolve();
+  await delivered;
+  await hookRan.promise;
+  assert.deepEqual(seen, [{ commits: 1, started: 2 }, { commits: 2, started: 2 }]);
   await runner.stop(1000);
 });
