@@ -10,7 +10,9 @@
  * - planAll: steps 3–9 as pure code (lib/aggregate.ts)
  * - applyCompletions: step 8's completions: certificate pairs, then at once
  *   a marker of their acknowledgement, then their status-2 writes
- * - applyEffects: steps 4, 6, 7 and 8 (in progress) in one write, 9 beside it
+ * - applyEffects: steps 4, 6, 7 and 8 (in progress) in one write, 9 beside it;
+ *   for in-progress enrolments alongside applyCompletions, for completed ones
+ *   after it
  * - sendFailures: failed messages and enrolments to the failed topic (SPEC §8)
  * - storeChecksums: step 10
  *
@@ -156,8 +158,16 @@ export async function processWindow(window: Window, deps: PipelineDeps): Promise
   const read = await readState(run, structured);
   const { sets, usable } = await readUnitStructure(run, read, courseSets);
   const planned = planAll(run, usable, sets);
-  const completed = await applyCompletions(run, planned.filter((p) => p.plan.completed));
-  const applied = await applyEffects(run, planned, completed);
+  // Enrolments are independent: in-progress ones are written while the
+  // completions go through their longer chain; only their events wait, so
+  // that the certificate pairs go out first, on their own.
+  const pairsSent = Promise.withResolvers<void>();
+  const [inProgress, completed] = await Promise.all([
+    applyEffects(run, planned.filter((p) => !p.plan.completed), pairsSent.promise),
+    applyCompletions(run, planned.filter((p) => p.plan.completed), pairsSent.resolve)
+      .then((done) => applyEffects(run, done)),
+  ]);
+  const applied = [...inProgress, ...completed];
   await sendFailures(run);
   await storeChecksums(run, [...applied, ...settled]);
   for (const p of applied) observe(run, p, "processed");
@@ -356,25 +366,35 @@ function planAll(run: Run, enrolments: ReadEnrolment[], sets: StructureSets): Pl
  * writes follow. A crash before a status-2 write replays the enrolment, and
  * the marker spares it a second certificate: only a crash inside the Redis
  * round trip between the acknowledgement and the markers repeats the pairs.
+ * `pairsSent` is called once the pairs are acknowledged or have failed.
+ * Resolves to the enrolments completed.
  */
 async function applyCompletions(
   run: Run,
   completing: PlannedEnrolment[],
-): Promise<Set<PlannedEnrolment>> {
+  pairsSent: () => void,
+): Promise<PlannedEnrolment[]> {
   const { sink, progress, dedup, metrics, isolate } = run.deps;
   const marker = (p: PlannedEnrolment) => certificateMarker(p.group.key);
   const acknowledged = new Set<string>();
-  const unchecked = await runIsolated("check-certificates", completing, async (subset) => {
-    (await dedup.existing(subset.map(marker))).forEach((m) => acknowledged.add(m));
-  }, isolate);
-  const checked = survivors(run, completing, unchecked, "check-certificates");
-  const toSend = checked.filter((p) => !acknowledged.has(marker(p)));
-  const unsent = await runIsolated(
-    "send-certificates",
-    toSend,
-    (subset) => sink.send(subset.flatMap((p) => p.plan.completionEvents)),
-    isolate,
-  );
+  let checked: PlannedEnrolment[];
+  let toSend: PlannedEnrolment[];
+  let unsent: Map<PlannedEnrolment, unknown>;
+  try {
+    const unchecked = await runIsolated("check-certificates", completing, async (subset) => {
+      (await dedup.existing(subset.map(marker))).forEach((m) => acknowledged.add(m));
+    }, isolate);
+    checked = survivors(run, completing, unchecked, "check-certificates");
+    toSend = checked.filter((p) => !acknowledged.has(marker(p)));
+    unsent = await runIsolated(
+      "send-certificates",
+      toSend,
+      (subset) => sink.send(subset.flatMap((p) => p.plan.completionEvents)),
+      isolate,
+    );
+  } finally {
+    pairsSent();
+  }
   const sent = survivors(run, toSend, unsent, "send-certificates");
   const unmarked = await runIsolated(
     "mark-certificates",
@@ -389,25 +409,23 @@ async function applyCompletions(
     await progress.writeEnrolments(subset.map((p) => p.plan.enrolment!));
     metrics.inc("dbWrites", subset.length);
   }, isolate);
-  const done = new Set(survivors(run, writable, unwritten, "write-completions"));
-  run.summary.completions = done.size;
+  const done = survivors(run, writable, unwritten, "write-completions");
+  run.summary.completions = done.length;
   return done;
 }
 
 /**
  * Steps 4, 6, 7, 8 (in progress) and 9: counters, aggregates and in-progress
  * enrolment rows in one write (a user's counters and enrolment row share a
- * partition), and content AUDIT events beside it. Resolves to the
- * enrolments fully applied.
+ * partition), and content AUDIT events beside it, sent once `eventsAfter`
+ * resolves. Resolves to the enrolments fully applied.
  */
 async function applyEffects(
   run: Run,
-  planned: PlannedEnrolment[],
-  completed: Set<PlannedEnrolment>,
+  live: PlannedEnrolment[],
+  eventsAfter?: Promise<void>,
 ): Promise<PlannedEnrolment[]> {
   const { progress, sink, metrics, isolate } = run.deps;
-  // An enrolment whose completion failed is already on the failed topic.
-  const live = planned.filter((p) => !p.plan.completed || completed.has(p));
   const withEvents = live.filter((p) => p.plan.contentEvents.length > 0);
   const failures = await Promise.all([
     runIsolated("write-progress", live, async (subset) => {
@@ -424,12 +442,15 @@ async function applyEffects(
         writes.counters.length + writes.aggregates.length + writes.enrolments.length,
       );
     }, isolate),
-    runIsolated(
-      "send-events",
-      withEvents,
-      (subset) => sink.send(subset.flatMap((p) => p.plan.contentEvents)),
-      isolate,
-    ),
+    (async () => {
+      await eventsAfter;
+      return runIsolated(
+        "send-events",
+        withEvents,
+        (subset) => sink.send(subset.flatMap((p) => p.plan.contentEvents)),
+        isolate,
+      );
+    })(),
   ]);
   const stageNames = ["write-progress", "send-events"];
   const applied: PlannedEnrolment[] = [];
@@ -438,7 +459,7 @@ async function applyEffects(
     if (at === -1) applied.push(p);
     else failEnrolment(run, p, stageNames[at], failures[at].get(p));
   }
-  run.summary.processed = applied.length;
+  run.summary.processed += applied.length;
   return applied;
 }
 

@@ -123,6 +123,46 @@ Deno.test("the certificate pair goes out alone, and the status-2 write follows a
   assert.deepEqual(order.slice(2), ["send:start,complete,complete"]);
 });
 
+Deno.test("in-progress enrolments are written while a completion is in flight; their events follow the pairs", async () => {
+  const world = exampleWorld();
+  const other = { ...EXAMPLE_KEY, userId: "U-2" };
+  world.progress.seedEnrolment(other, 1);
+  const order: string[] = [];
+  const pairsHeld = Promise.withResolvers<void>();
+  const send = world.sink.send.bind(world.sink);
+  world.sink.send = async (events) => {
+    const types = events.map((e) => edataType(e.value) ?? e.topic).join(",");
+    if (types.includes("issue-certificate")) await pairsHeld.promise;
+    order.push(`send:${types}`);
+    return send(events);
+  };
+  const writeProgress = world.progress.writeProgress.bind(world.progress);
+  world.progress.writeProgress = (writes) => {
+    order.push(`progress:${[...new Set(writes.counters.map((c) => c.key.userId))].join(",")}`);
+    return writeProgress(writes);
+  };
+  const done = processWindow(
+    windowOf([exampleEvent, enrolmentUpdate(other, [{ contentId: "R1", status: 2 }])]),
+    world.deps,
+  );
+  // U-2's write goes ahead of U-1's certificate pair, held here; its events wait for the pair.
+  for (let turn = 0; turn < 100 && order.length === 0; turn++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  const beforePairs = [...order];
+  pairsHeld.resolve();
+  assert.deepEqual(beforePairs, ["progress:U-2"]);
+  const summary = await done;
+  assert.equal(summary.processed, 2);
+  assert.equal(summary.completions, 1);
+  assert.equal(order[1], "send:issue-certificate,enrol-complete");
+  assert.deepEqual(order.slice(2).sort(), [
+    "progress:U-1",
+    "send:start,complete",
+    "send:start,complete,complete",
+  ]);
+});
+
 Deno.test("the same event replayed changes nothing", async () => {
   const { deps, progress, sink, dedup } = exampleWorld();
   await processWindow(windowOf([exampleEvent]), deps);
