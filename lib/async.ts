@@ -1,5 +1,6 @@
 /**
- * Small async helpers: bounded concurrency, deadlines, and retry with capped,
+ * Small async helpers: bounded concurrency, side-by-side work that settles
+ * whole, deadlines, and retry with capped,
  * jittered exponential backoff.
  *
  * @module
@@ -24,6 +25,20 @@ export async function mapConcurrent<T, R>(
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
+}
+
+/**
+ * Like `Promise.all`, but settles only once every promise has: a rejection
+ * is passed on after the other work has ended, so none of it outlives the
+ * caller's failure (a window abandoned while a send is still in flight).
+ */
+export async function allSettled<T extends readonly unknown[]>(
+  work: { [K in keyof T]: Promise<T[K]> },
+): Promise<T> {
+  const results = await Promise.allSettled(work);
+  const rejected = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (rejected) throw rejected.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 /**

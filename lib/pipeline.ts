@@ -32,7 +32,7 @@ import {
   type StructureSets,
   unitsOf,
 } from "./aggregate.ts";
-import { mapConcurrent } from "./async.ts";
+import { allSettled, mapConcurrent } from "./async.ts";
 import { certificateMarker, unitChecksum } from "./checksum.ts";
 import { type EnrolmentKey, type Unit } from "./event.ts";
 import { type IsolateOptions, runIsolated } from "./isolate.ts";
@@ -162,7 +162,7 @@ export async function processWindow(window: Window, deps: PipelineDeps): Promise
   // completions go through their longer chain; only their events wait, so
   // that the certificate pairs go out first, on their own.
   const pairsSent = Promise.withResolvers<void>();
-  const [inProgress, completed] = await Promise.all([
+  const [inProgress, completed] = await allSettled([
     applyEffects(run, planned.filter((p) => !p.plan.completed), pairsSent.promise),
     applyCompletions(run, planned.filter((p) => p.plan.completed), pairsSent.resolve)
       .then((done) => applyEffects(run, done)),
@@ -427,7 +427,7 @@ async function applyEffects(
 ): Promise<PlannedEnrolment[]> {
   const { progress, sink, metrics, isolate } = run.deps;
   const withEvents = live.filter((p) => p.plan.contentEvents.length > 0);
-  const failures = await Promise.all([
+  const failures = await allSettled([
     runIsolated("write-progress", live, async (subset) => {
       const writes = {
         counters: subset.flatMap((p) => p.plan.counters),

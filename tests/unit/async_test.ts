@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   AbortedError,
+  allSettled,
   backoffDelay,
   deadline,
   DeadlineError,
@@ -138,4 +139,18 @@ Deno.test("deadline rejects late work with a retriable error naming it, and leav
   const failing = deadline(Promise.reject(new Error("boom")), 5000, { what: "x", clock });
   await assert.rejects(failing, /boom/);
   assert.equal(clock.pending, 0);
+});
+
+Deno.test("allSettled passes a rejection on only after the other work has ended", async () => {
+  const slow = Promise.withResolvers<string>();
+  let settled = false;
+  const all = allSettled([Promise.reject(new Error("first")), slow.promise]).catch((e) => {
+    settled = true;
+    throw e;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(settled, false, "rejected while the other was still running");
+  slow.resolve("late");
+  await assert.rejects(all, /first/);
+  assert.deepEqual(await allSettled([Promise.resolve(1), Promise.resolve("two")]), [1, "two"]);
 });
