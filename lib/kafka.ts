@@ -7,6 +7,7 @@
  */
 
 import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
+import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import process from "node:process";
 import { Buffer } from "node:buffer";
 import type { Config } from "./config.ts";
@@ -56,6 +57,30 @@ const KNOWN_KAFKAJS_NOTICES = /Limiting retries for the idempotent producer/;
 
 /** KafkaJS log lines about an ordinary rebalance. */
 const REBALANCE_NOTICE = /rebalanc|REBALANCE_IN_PROGRESS/i;
+
+/** What {@linkcode stopIdleTimerLoop} touches of KafkaJS's per-connection request queue. */
+export interface RequestQueueInternals {
+  pending: unknown[];
+  throttledUntil: number;
+  scheduleCheckPendingRequests(): void;
+}
+
+/**
+ * KafkaJS 2.2.4 re-arms a timer for the past after every check of a
+ * connection's request queue, even with nothing pending and no throttle, so
+ * each connection spins a ~1 ms timer loop for as long as it is open
+ * (tulios/kafkajs#1556, #1704; fix proposed in #1667, not released). With
+ * nothing pending and no throttle there is nothing to check: a new request
+ * is sent at once or, when it has to wait, schedules its own check.
+ */
+export function stopIdleTimerLoop(queue: { prototype: RequestQueueInternals }): void {
+  const schedule = queue.prototype.scheduleCheckPendingRequests;
+  queue.prototype.scheduleCheckPendingRequests = function (this: RequestQueueInternals) {
+    if (this.pending.length === 0 && !(this.throttledUntil > Date.now())) return;
+    schedule.call(this);
+  };
+}
+stopIdleTimerLoop(RequestQueue);
 
 /** A KafkaJS client for the configured brokers, logging through the job's logger. */
 export function kafkaClient(config: Config["kafka"], clientId: string): Kafka {

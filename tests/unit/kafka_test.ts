@@ -1,3 +1,4 @@
+import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import assert from "node:assert/strict";
 import { produceRequests } from "../../lib/kafka.ts";
 import type { OutputEvent } from "../../lib/ports.ts";
@@ -59,4 +60,26 @@ Deno.test("produce requests carry at most maxMessages messages over all topics",
       .sort((a, b) => a - b),
     events.map((_, i) => i),
   );
+});
+
+Deno.test("a KafkaJS request queue with nothing pending arms no timer; one with a waiting request does", () => {
+  // lib/kafka.ts, imported above, has patched the queue's prototype.
+  const queue = new RequestQueue({
+    maxInFlightRequests: 1,
+    requestTimeout: 1000,
+    enforceRequestTimeout: false,
+    clientId: "test",
+    broker: "127.0.0.1:1",
+    logger: { debug() {}, warn() {} },
+  });
+  try {
+    queue.checkPendingRequests();
+    assert.equal(queue.throttleCheckTimeoutId, null, "an idle queue re-armed its check");
+    queue.pending.push({});
+    queue.throttledUntil = Date.now() + 60_000;
+    queue.scheduleCheckPendingRequests();
+    assert.notEqual(queue.throttleCheckTimeoutId, null, "a waiting request got no check");
+  } finally {
+    queue.destroy();
+  }
 });
