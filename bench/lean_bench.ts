@@ -6,7 +6,7 @@
  * Run: `bash bench/run.sh` (saves the output under bench/results/), or
  * `scripts/deno.sh run --allow-all bench/lean_bench.ts`.
  * Options: `--backlogs=10000,50000 --interval=1s --seed=7 --timeout=600
- * --ceiling-concurrency=16,32,64 --latency-seconds=20 --latency-fraction=0.5
+ * --ceiling-concurrency=16,32,64 --latency-seconds=20 --latency-fraction=0.5 --latency-rate=<events/s>
  * --v8-flags=<flags>|none --malloc-env=none --job-env=KEY=VALUE;KEY=VALUE --job-deno-flags=<flags>
  * --no-ceiling --json` (`--latency-seconds=0` skips the
  * latency phase).
@@ -71,6 +71,8 @@ export interface LeanOptions {
   ceilingConcurrency: number[];
   latencySeconds: number;
   latencyFraction: number;
+  /** Events per second of the latency phase instead of the fraction (`--latency-rate`, 0: off). */
+  latencyRate: number;
   /** V8 flags for the job, comma-separated; "" for none. */
   v8Flags: string;
   /** The allocator settings of `scripts/compile.sh` (`--malloc-env=none`: glibc's defaults). */
@@ -349,7 +351,7 @@ async function runBacklog(
 
     let latencyResult: LatencyResult | null = null;
     if (latency) {
-      const rate = opts.latencyFraction * run.events.length / drainSeconds;
+      const rate = opts.latencyRate || opts.latencyFraction * run.events.length / drainSeconds;
       const events = steady.events.slice(0, Math.round(rate * opts.latencySeconds));
       const before = await job.metrics();
       const sentRate = await paced(stack, events, rate);
@@ -687,9 +689,13 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
   if (latency) {
     lines.push(
       "",
-      `latency at ${fmt(options.latencyFraction * 100)} % of the drain rate: ${
-        fmt(latency.events)
-      } events at ${fmt(latency.rate)}/s; mean window ${fmt(latency.windowUnits)} units, ` +
+      `latency at ${
+        options.latencyRate
+          ? "a fixed rate"
+          : `${fmt(options.latencyFraction * 100)} % of the drain rate`
+      }: ${fmt(latency.events)} events at ${fmt(latency.rate)}/s; mean window ${
+        fmt(latency.windowUnits)
+      } units, ` +
         `${fmt(latency.windowMs)} ms processing`,
       "",
       markdownTable([
@@ -743,6 +749,7 @@ if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
     ceilingConcurrency: has("no-ceiling") ? [] : list("ceiling-concurrency", [16, 32, 64]),
     latencySeconds: num("latency-seconds", 20),
     latencyFraction: num("latency-fraction", 0.5),
+    latencyRate: num("latency-rate", 0),
     v8Flags: v8 === "none" ? "" : v8 || await jobV8Flags(),
     mallocEnv: str("malloc-env", "") === "none" ? {} : await jobMallocEnv(),
     jobDenoFlags: str("job-deno-flags", "").split(",").filter(Boolean),
