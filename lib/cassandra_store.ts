@@ -50,8 +50,11 @@ function statements(cfg: CassandraConfig) {
     readEnrolment: `SELECT status, progress FROM ${enrolments} ${enrolmentKey}`,
     writeCounters: `UPDATE ${consumption} SET viewcount = ?, completedcount = ? ` +
       "WHERE userid = ? AND courseid = ? AND batchid = ? AND contentid = ?",
-    writeAggregate: `UPDATE ${agg} SET aggregates = aggregates + ?, ` +
-      "agg_last_updated = agg_last_updated + ? " +
+    // One key of each map set in place, the others kept (SPEC §6 step 6):
+    // binds a number and a timestamp, where `map + ?` binds two maps, which
+    // the driver encodes at several buffers each.
+    writeAggregate: `UPDATE ${agg} SET aggregates['completedCount'] = ?, ` +
+      "agg_last_updated['completedCount'] = ? " +
       "WHERE activity_type = 'Course' AND activity_id = ? AND context_id = ? AND user_id = ?",
     // The frequent in-progress update: no condition. Of the columns the
     // guarded updates below write, it shares only those of a completion,
@@ -157,8 +160,8 @@ export class CassandraProgressStore implements ProgressStore {
         partition: `agg\u0000${a.activityId}`,
         query: this.#cql.writeAggregate,
         params: [
-          { completedCount: a.completedCount },
-          { completedCount: new Date(a.at) },
+          a.completedCount,
+          new Date(a.at),
           a.activityId,
           a.contextId,
           a.userId,
