@@ -308,6 +308,7 @@ async function runBacklog(
       stack.envForJob({
         THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
         ...(opts.v8Flags ? { DENO_V8_FLAGS: opts.v8Flags } : {}),
+        ...opts.mallocEnv,
         ...opts.jobEnv,
       }),
       ["run"],
