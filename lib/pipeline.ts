@@ -374,32 +374,13 @@ async function applyCompletions(
   completing: PlannedEnrolment[],
   pairsSent: () => void,
 ): Promise<PlannedEnrolment[]> {
-  const { sink, progress, dedup, metrics, isolate } = run.deps;
-  const marker = (p: PlannedEnrolment) => certificateMarker(p.group.key);
-  const acknowledged = new Set<string>();
-  let checked: PlannedEnrolment[];
-  let toSend: PlannedEnrolment[];
-  let unsent: Map<PlannedEnrolment, unknown>;
-  try {
-    const unchecked = await runIsolated("check-certificates", completing, async (subset) => {
-      (await dedup.existing(subset.map(marker))).forEach((m) => acknowledged.add(m));
-    }, isolate);
-    checked = survivors(run, completing, unchecked, "check-certificates");
-    toSend = checked.filter((p) => !acknowledged.has(marker(p)));
-    unsent = await runIsolated(
-      "send-certificates",
-      toSend,
-      (subset) => sink.send(subset.flatMap((p) => p.plan.completionEvents)),
-      isolate,
-    );
-  } finally {
-    pairsSent();
-  }
+  const { progress, dedup, metrics, isolate } = run.deps;
+  const { checked, toSend, unsent } = await sendPairs(run, completing).finally(pairsSent);
   const sent = survivors(run, toSend, unsent, "send-certificates");
   const unmarked = await runIsolated(
     "mark-certificates",
     sent,
-    (subset) => dedup.store(subset.map(marker)),
+    (subset) => dedup.store(subset.map(markerOf)),
     isolate,
   );
   survivors(run, sent, unmarked, "mark-certificates");
@@ -412,6 +393,33 @@ async function applyCompletions(
   const done = survivors(run, writable, unwritten, "write-completions");
   run.summary.completions = done.length;
   return done;
+}
+
+/**
+ * The certificate pairs of `completing`, but of those whose marker says a
+ * crash already sent them: the enrolments checked, those sent to, and those
+ * whose send failed.
+ */
+async function sendPairs(run: Run, completing: PlannedEnrolment[]) {
+  const { sink, dedup, isolate } = run.deps;
+  const acknowledged = new Set<string>();
+  const unchecked = await runIsolated("check-certificates", completing, async (subset) => {
+    (await dedup.existing(subset.map(markerOf))).forEach((m) => acknowledged.add(m));
+  }, isolate);
+  const checked = survivors(run, completing, unchecked, "check-certificates");
+  const toSend = checked.filter((p) => !acknowledged.has(markerOf(p)));
+  const unsent = await runIsolated(
+    "send-certificates",
+    toSend,
+    (subset) => sink.send(subset.flatMap((p) => p.plan.completionEvents)),
+    isolate,
+  );
+  return { checked, toSend, unsent };
+}
+
+/** The de-duplication key that records an enrolment's acknowledged certificate pair. */
+function markerOf(p: PlannedEnrolment): string {
+  return certificateMarker(p.group.key);
 }
 
 /**
