@@ -1,7 +1,6 @@
 /**
  * Small async helpers: bounded concurrency, side-by-side work that settles
- * whole, deadlines, and retry with capped,
- * jittered exponential backoff.
+ * whole, deadlines, and retry with capped, jittered exponential backoff.
  *
  * @module
  */
