@@ -7,6 +7,7 @@
  */
 
 import { type Consumer, Kafka, logLevel, type Producer } from "kafkajs";
+import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import process from "node:process";
 import { Buffer } from "node:buffer";
@@ -15,6 +16,7 @@ import { logger } from "./log.ts";
 import type { JobMetrics } from "./metrics.ts";
 import { KeyPartitioner } from "./partitioner.ts";
 import {
+  type BatchConsumer,
   type CommitOffset,
   type EventSink,
   type InputMessage,
@@ -82,6 +84,41 @@ export function stopIdleTimerLoop(queue: { prototype: RequestQueueInternals }): 
 }
 stopIdleTimerLoop(RequestQueue);
 
+/** What {@linkcode holdRejoins} touches of KafkaJS's consumer group. */
+export interface ConsumerGroupInternals {
+  groupId: string;
+  joinAndSync(): Promise<unknown>;
+}
+
+/** Per group id, what must settle before a member in this process (re)joins that group. */
+const beforeJoin = new Map<string, Set<() => Promise<void>>>();
+
+/**
+ * KafkaJS 2 has no revocation callback: a member (re)joins its group, giving
+ * up its partitions, as soon as its batch handlers have returned. The job's
+ * handlers return once a batch is taken, so that the next fetch overlaps the
+ * window in flight; every join first awaits the hooks registered for its
+ * group, which resolve once what was taken is committed.
+ */
+export function holdRejoins(group: { prototype: ConsumerGroupInternals }): void {
+  const joinAndSync = group.prototype.joinAndSync;
+  group.prototype.joinAndSync = async function (this: ConsumerGroupInternals) {
+    await Promise.all([...beforeJoin.get(this.groupId) ?? []].map((hook) => hook()));
+    return joinAndSync.call(this);
+  };
+}
+holdRejoins(ConsumerGroup);
+
+/** Makes every (re)join of `groupId` in this process wait for `hook`; returns its removal. */
+export function awaitBeforeJoin(groupId: string, hook: () => Promise<void>): () => void {
+  const hooks = beforeJoin.get(groupId) ?? new Set();
+  beforeJoin.set(groupId, hooks.add(hook));
+  return () => {
+    hooks.delete(hook);
+    if (hooks.size === 0) beforeJoin.delete(groupId);
+  };
+}
+
 /** A KafkaJS client for the configured brokers, logging through the job's logger. */
 export function kafkaClient(config: Config["kafka"], clientId: string): Kafka {
   return new Kafka({
@@ -131,13 +168,12 @@ export function classifyKafkaError(error: unknown): unknown {
 /** Longest wait of one fetch round; bounds how long a disconnect waits for it. */
 const FETCH_MAX_WAIT_MS = 1000;
 
-/** How often a blocked batch handler keeps the group membership alive. */
+/** How often a batch handler kept waiting (a queued window, an outage) keeps the membership alive. */
 const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
 
 /**
- * Partitions whose batches are handed to the job at once. Each waits until
- * its messages are committed, so several let one window gather the messages
- * of several partitions.
+ * Partitions whose batches are handed to the job at once, so that one window
+ * gathers the messages of every partition a fetch returns.
  */
 const PARTITIONS_CONSUMED_CONCURRENTLY = 32;
 
@@ -167,19 +203,20 @@ export interface KafkaInputOptions {
 /**
  * The input topics, consumed in a group with commits made only by the job.
  *
- * KafkaJS 2 rebalances eagerly and has no revocation callback, but it
- * rejoins a rebalancing group only between batches, once every batch handler
- * in flight has returned. Each handler returns only when the job has
- * committed its messages (or abandoned them before any effect, on a stop), so
- * a member gives up its partitions with nothing in flight, and the next owner
- * starts after the last message applied.
+ * KafkaJS 2 rebalances eagerly and has no revocation callback. Each join
+ * first awaits the consumer's `quiesce` ({@linkcode holdRejoins}): a member
+ * gives up its partitions with nothing in flight, and the next owner starts
+ * after the last message applied.
  */
 export class KafkaInput implements InputSource {
   readonly #consumer: Consumer;
   readonly #topics: string[];
+  readonly #groupId: string;
+  #releaseJoinHook: (() => void) | null = null;
 
   constructor(kafka: Kafka, opts: KafkaInputOptions) {
     this.#topics = opts.topics;
+    this.#groupId = opts.groupId;
     this.#consumer = kafka.consumer({
       groupId: opts.groupId,
       allowAutoTopicCreation: false,
@@ -234,12 +271,14 @@ export class KafkaInput implements InputSource {
     return input;
   }
 
-  async start(handle: (messages: InputMessage[]) => Promise<void>): Promise<void> {
+  async start(consumer: BatchConsumer): Promise<void> {
+    this.#releaseJoinHook?.();
+    this.#releaseJoinHook = awaitBeforeJoin(this.#groupId, () => consumer.quiesce());
     await this.#consumer.run({
       autoCommit: false,
       partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
       eachBatch: async ({ batch, heartbeat }) => {
-        // While the job holds the batch (its window in flight, an outage),
+        // While the job holds the batch (a closed window queued, an outage),
         // keep heartbeating so the group does not drop this member. Once a
         // rebalance starts, heartbeats fail until the handler returns and
         // KafkaJS rejoins: expected.
@@ -248,7 +287,7 @@ export class KafkaInput implements InputSource {
           HEARTBEAT_WHILE_BLOCKED_MS,
         );
         try {
-          await handle(batch.messages.map((message) => ({
+          await consumer.handle(batch.messages.map((message) => ({
             topic: batch.topic,
             partition: batch.partition,
             offset: message.offset,
@@ -273,6 +312,8 @@ export class KafkaInput implements InputSource {
 
   /** Leaves the group and closes the connections. */
   close(): Promise<void> {
+    this.#releaseJoinHook?.();
+    this.#releaseJoinHook = null;
     return this.#consumer.disconnect();
   }
 }

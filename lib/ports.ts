@@ -138,16 +138,26 @@ export interface CommitOffset {
   offset: string;
 }
 
+/** What an {@linkcode InputSource} hands its messages to. */
+export interface BatchConsumer {
+  /**
+   * Takes one partition's batch of messages, in partition order; the source
+   * fetches again once it resolves.
+   */
+  handle(messages: InputMessage[]): Promise<void>;
+  /**
+   * Resolves once every message handed over is committed, or abandoned
+   * uncommitted on a stop. The source awaits it before it gives up any of
+   * its partitions, so a rebalance never hands a message in flight to
+   * another member (SPEC §5).
+   */
+  quiesce(): Promise<void>;
+}
+
 /** The input topics: messages in partition order, and offset commits. */
 export interface InputSource {
-  /**
-   * Starts consuming and calls `handle` with each batch of one partition's
-   * messages, in partition order. `handle` resolves once the batch is settled
-   * (committed, or abandoned uncommitted on a stop); until then the source
-   * gives up none of its partitions, so a rebalance never hands a message in
-   * flight to another member (SPEC §5).
-   */
-  start(handle: (messages: InputMessage[]) => Promise<void>): Promise<void>;
+  /** Starts consuming into `consumer`. */
+  start(consumer: BatchConsumer): Promise<void>;
   /** Stops fetching new messages; commits still work. */
   pause(): void;
   /** Commits positions; a later commit of the same partition supersedes an earlier one. */

@@ -9,9 +9,11 @@
  * three windows. Processing windows strictly in order means a user's events
  * are applied in input order and offsets only ever move forward.
  *
- * A batch of consumed messages is settled once the window holding its last
- * message is committed (or abandoned before its effects, on a stop): the
- * Kafka input gives up no partition before that, so two members of a group
+ * A batch of consumed messages is handed back as soon as it is taken, so the
+ * next fetch overlaps the window in flight and the open window fills from
+ * several fetches. Before the input gives up a partition (a rebalance) it
+ * awaits {@linkcode Runner.quiesce}: every message taken is committed (or
+ * abandoned before its effects, on a stop) first, so two members of a group
  * never apply the same message.
  *
  * @module
@@ -50,8 +52,8 @@ export interface RunnerDeps {
 export class Runner {
   readonly #deps: RunnerDeps;
   readonly #builder: WindowBuilder;
-  /** Closed windows, the first in flight, each with the sequence number of its last message. */
-  readonly #waiting: { window: Window; lastSeq: number }[] = [];
+  /** Closed windows, the first in flight. */
+  readonly #waiting: Window[] = [];
   readonly #abort = new AbortController();
   readonly #done = Promise.withResolvers<void>();
   #draining: Promise<void> | null = null;
@@ -59,11 +61,9 @@ export class Runner {
   #closeScheduled = false;
   #progress = Promise.withResolvers<void>();
   #stopping = false;
-  /** Sequence numbers: of the next message, the open window's last, the last settled. */
-  #nextSeq = 0;
-  #openLastSeq = -1;
-  #settledSeq = -1;
-  #settlers: { seq: number; resolve: () => void }[] = [];
+  /** Windows closed, and windows processed (committed or abandoned), since the start. */
+  #closedCount = 0;
+  #finishedCount = 0;
 
   constructor(deps: RunnerDeps) {
     this.#deps = deps;
@@ -72,7 +72,10 @@ export class Runner {
 
   /** Starts consuming; resolves after a graceful stop, rejects on a permanent failure. */
   async run(): Promise<void> {
-    await this.#deps.source.start((messages) => this.handleBatch(messages));
+    await this.#deps.source.start({
+      handle: (messages) => this.handleBatch(messages),
+      quiesce: () => this.quiesce(),
+    });
     return this.#done.promise;
   }
 
@@ -82,30 +85,35 @@ export class Runner {
   }
 
   /**
-   * Takes consumed messages of one partition, in order; resolves once the
-   * window holding the last of them is committed, or abandoned uncommitted.
+   * Takes consumed messages of one partition, in order; resolves once all
+   * are taken, which waits while a closed window queues behind the one in
+   * flight.
    */
   async handleBatch(messages: InputMessage[]): Promise<void> {
-    let last = -1;
-    for (const message of messages) last = Math.max(last, await this.#take(message));
+    for (const message of messages) await this.#take(message);
     // Nothing in flight: at low load a batch waits for one round of
     // processing rather than for the interval (SPEC §5).
     if (this.#draining === null) this.#closeSoon();
-    if (last >= 0) await this.#settled(last);
   }
 
   /**
-   * Takes one consumed message; resolves when the loop may take the next,
-   * with the message's sequence number, or -1 when it was left out.
+   * Closes the open window and resolves once every message taken so far is
+   * committed, or abandoned uncommitted. Windows closed later are not waited
+   * for, so messages that keep arriving cannot hold it up.
    */
-  async #take(message: InputMessage): Promise<number> {
+  async quiesce(): Promise<void> {
+    this.#closeWindow();
+    const target = this.#closedCount;
+    while (this.#finishedCount < target && this.#draining) await this.#progress.promise;
+  }
+
+  /** Takes one consumed message; resolves when the loop may take the next. */
+  async #take(message: InputMessage): Promise<void> {
     // After a stop, a message is left uncommitted: the next run reads it again.
-    if (this.#stopping) return -1;
-    const seq = this.#nextSeq++;
+    if (this.#stopping) return;
     const entry = { message, parsed: this.#deps.parse(message) };
     if (this.#builder.wouldOverflow(entry)) this.#closeWindow();
     this.#builder.add(entry, this.#deps.clock.now());
-    this.#openLastSeq = seq;
     if (this.#builder.messageCount === 1) {
       this.#cancelTimer = this.#deps.clock.setTimer(
         () => this.#closeWindow(),
@@ -114,7 +122,6 @@ export class Runner {
     }
     if (this.#builder.isFull()) this.#closeWindow();
     while (this.#waiting.length > 1 && !this.#stopping) await this.#progress.promise;
-    return seq;
   }
 
   /**
@@ -138,7 +145,6 @@ export class Runner {
     } finally {
       cancel();
     }
-    this.#settleAll();
     this.#done.resolve();
   }
 
@@ -176,7 +182,8 @@ export class Runner {
     this.#cancelTimer = null;
     const window = this.#builder.take();
     if (window === null) return;
-    this.#waiting.push({ window, lastSeq: this.#openLastSeq });
+    this.#waiting.push(window);
+    this.#closedCount++;
     this.#drain();
   }
 
@@ -185,10 +192,9 @@ export class Runner {
     this.#draining = (async () => {
       try {
         while (this.#waiting.length > 0) {
-          const { window, lastSeq } = this.#waiting[0];
-          await this.#finish(window);
+          await this.#finish(this.#waiting[0]);
           this.#waiting.shift();
-          this.#settle(lastSeq);
+          this.#finishedCount++;
           this.#notify();
           // Nothing else in flight: the open window need not wait for its timer.
           if (this.#waiting.length === 0) this.#closeWindow();
@@ -196,10 +202,12 @@ export class Runner {
           if (afterWindow) setImmediate(afterWindow);
         }
       } catch (error) {
+        this.#finishedCount += this.#waiting.length;
         this.#waiting.length = 0;
         this.#fail(error);
       } finally {
         this.#draining = null;
+        this.#notify();
       }
     })();
   }
@@ -225,7 +233,6 @@ export class Runner {
   }
 
   #fail(error: unknown, opts: { force?: boolean } = {}): void {
-    this.#settleAll();
     if (this.#abort.signal.aborted && !opts.force) {
       log.warn("window abandoned uncommitted: {reason}", { reason: String(error) });
       return;
@@ -234,28 +241,6 @@ export class Runner {
     this.#deps.source.pause();
     this.#notify();
     this.#done.reject(error);
-  }
-
-  /** Resolves once the message of sequence number `seq` is settled. */
-  #settled(seq: number): Promise<void> {
-    if (seq <= this.#settledSeq) return Promise.resolve();
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#settlers.push({ seq, resolve });
-    return promise;
-  }
-
-  #settle(seq: number): void {
-    this.#settledSeq = Math.max(this.#settledSeq, seq);
-    this.#settlers = this.#settlers.filter((s) => {
-      if (s.seq > this.#settledSeq) return true;
-      s.resolve();
-      return false;
-    });
-  }
-
-  /** Releases every waiting batch: what was not committed is read again after a restart. */
-  #settleAll(): void {
-    this.#settle(Number.MAX_SAFE_INTEGER);
   }
 
   #notify(): void {

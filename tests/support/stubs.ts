@@ -18,6 +18,7 @@ import type { PipelineDeps, PipelineSettings } from "../../lib/pipeline.ts";
 import { type Window, WindowBuilder } from "../../lib/window.ts";
 import type {
   AggregateWrite,
+  BatchConsumer,
   Clock,
   CollectionStatusLookup,
   CommitOffset,
@@ -274,11 +275,11 @@ export function sequentialIds(): () => string {
 export class MemorySource implements InputSource {
   readonly commits: CommitOffset[][] = [];
   paused = false;
-  #handle: ((messages: InputMessage[]) => Promise<void>) | null = null;
+  #consumer: BatchConsumer | null = null;
   #offsets = new Map<number, number>();
 
-  start(handle: (messages: InputMessage[]) => Promise<void>): Promise<void> {
-    this.#handle = handle;
+  start(consumer: BatchConsumer): Promise<void> {
+    this.#consumer = consumer;
     return Promise.resolve();
   }
 
@@ -293,7 +294,7 @@ export class MemorySource implements InputSource {
 
   /**
    * Delivers JSON (or raw string) values as one batch of `partition`;
-   * resolves when the runner has settled it (committed or abandoned).
+   * resolves when the consumer has taken it.
    */
   deliver(
     values: unknown | unknown[],
@@ -308,9 +309,14 @@ export class MemorySource implements InputSource {
     return this.deliverMessages(batch);
   }
 
-  /** Delivers prepared messages as one batch; resolves when the runner has settled it. */
+  /** Delivers prepared messages as one batch; resolves when the consumer has taken it. */
   deliverMessages(batch: InputMessage[]): Promise<void> {
-    return this.#handle!(batch);
+    return this.#consumer!.handle(batch);
+  }
+
+  /** Gives up the partitions as a rebalance does: resolves once the consumer has quiesced. */
+  rebalance(): Promise<void> {
+    return this.#consumer!.quiesce();
   }
 
   /** The last committed offset of each partition. */

@@ -1,6 +1,7 @@
+import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import assert from "node:assert/strict";
-import { produceRequests } from "../../lib/kafka.ts";
+import { awaitBeforeJoin, produceRequests } from "../../lib/kafka.ts";
 import type { OutputEvent } from "../../lib/ports.ts";
 
 const event = (topic: string, key: string, n: number): OutputEvent => ({
@@ -82,4 +83,36 @@ Deno.test("a KafkaJS request queue with nothing pending arms no timer; one with 
   } finally {
     queue.destroy();
   }
+});
+
+Deno.test("a KafkaJS consumer group joins only once the hooks of its group id have resolved", async () => {
+  // lib/kafka.ts, imported above, has patched the group's prototype.
+  const group = (groupId: string) => {
+    const joins: string[] = [];
+    const member = Object.assign(Object.create(ConsumerGroup.prototype), {
+      groupId,
+      // joinAndSync's first step: past it, KafkaJS sends JoinGroup.
+      retrier: () => Promise.resolve(joins.push(groupId)),
+    });
+    return { joins, join: () => member.joinAndSync() };
+  };
+  const committed = Promise.withResolvers<void>();
+  const release = awaitBeforeJoin("held", () => committed.promise);
+  try {
+    const held = group("held");
+    const other = group("other");
+    const joined = held.join();
+    await other.join();
+    assert.deepEqual(other.joins, ["other"], "another group's member is not held");
+    await Promise.resolve();
+    assert.deepEqual(held.joins, [], "joined before the hook resolved");
+    committed.resolve();
+    await joined;
+    assert.deepEqual(held.joins, ["held"]);
+  } finally {
+    release();
+  }
+  const afterRelease = group("held");
+  await afterRelease.join();
+  assert.deepEqual(afterRelease.joins, ["held"]);
 });

@@ -61,15 +61,70 @@ function track(promise: Promise<unknown>) {
 Deno.test("with nothing in flight, a window closes at once instead of waiting", async () => {
   const { source, windows, gates, runner } = recordingRunner();
   runner.run();
-  const delivered = track(source.deliver(unit("R1")));
+  source.deliver(unit("R1"));
   await settle();
   assert.equal(windows.length, 1, "no timer needed");
-  assert.equal(delivered.done, false, "a batch is settled only once committed");
   assert.equal(source.commits.length, 0);
   gates[0].resolve();
   await settle();
-  assert.equal(delivered.done, true);
   assert.deepEqual(source.committed(), new Map([[0, "1"]]));
+});
+
+Deno.test("a batch is handed back once taken; a rebalance waits until every message taken is committed", async () => {
+  const { source, windows, gates, runner } = recordingRunner();
+  runner.run();
+  await source.deliver(unit("R1"), { partition: 0 });
+  await settle();
+  await source.deliver(unit("R2"), { partition: 1 });
+  assert.equal(source.commits.length, 0, "both batches handed back before any commit");
+  assert.equal(windows.length, 1, "R1 in flight");
+  assert.equal(runner.openWindow.units, 1, "R2 in the open window");
+  const rebalanced = track(source.rebalance());
+  gates[0].resolve();
+  await settle();
+  assert.equal(windows.length, 2);
+  assert.equal(rebalanced.done, false, "R2 is not committed yet");
+  gates[1].resolve();
+  await settle();
+  assert.equal(rebalanced.done, true);
+  assert.deepEqual(source.committed(), new Map([[0, "1"], [1, "1"]]));
+});
+
+Deno.test("a rebalance waits for the windows taken before it, not for messages that keep arriving", async () => {
+  const { source, windows, gates, runner } = recordingRunner({ maxUnits: 1, maxWaitMs: 1000 });
+  runner.run();
+  source.deliver(unit("R1"));
+  await settle();
+  const rebalanced = track(source.rebalance());
+  // Another fetcher's batches, handed over while the join waits.
+  source.deliver([unit("R2"), unit("R3")], { partition: 1 });
+  await settle();
+  gates[0].resolve();
+  await settle();
+  assert.equal(windows.length, 2, "R2 in flight");
+  assert.equal(rebalanced.done, true, "held up by a window closed after it began");
+  assert.deepEqual(source.committed(), new Map([[0, "1"]]));
+  gates[1].resolve();
+  await settle();
+  gates[2].resolve();
+  await runner.idle();
+});
+
+Deno.test("a rebalance closes the open window at once instead of waiting for its timer", async () => {
+  const { source, clock, windows, gates, runner } = recordingRunner();
+  runner.run();
+  source.deliver(unit("R0"));
+  await settle();
+  source.deliver(unit("R1"));
+  const rebalanced = source.rebalance();
+  await settle();
+  assert.equal(runner.openWindow.units, 0, "closed without the clock moving");
+  gates[0].resolve();
+  await settle();
+  gates[1].resolve();
+  await rebalanced;
+  assert.deepEqual(windows.map((w) => w.units.map((u) => u.contentId)), [["R0"], ["R1"]]);
+  assert.equal(clock.pending, 0);
 });
 
 Deno.test("while a window is in flight, the next closes when it holds THRESHOLD_BATCH_READ_SIZE units", async () => {
@@ -116,12 +171,12 @@ Deno.test("while a window is in flight, the next closes when its oldest message 
 Deno.test("a batch handed over while nothing is in flight makes one window, failed and skipped messages included", async () => {
   const { source, windows, gates, runner } = recordingRunner();
   runner.run();
-  const delivered = source.deliver([{ edata: { action: "other" } }, "garbage", unit("R1")]);
+  source.deliver([{ edata: { action: "other" } }, "garbage", unit("R1")]);
   await settle();
   assert.equal(windows.length, 1);
   assert.equal(windows[0].messages.length, 3);
   gates[0].resolve();
-  await delivered;
+  await source.rebalance();
   assert.deepEqual(source.committed(), new Map([[0, "3"]]));
 });
 
@@ -138,24 +193,25 @@ Deno.test("batches of several partitions handed over in one turn make one window
   await settle();
   assert.equal(windows.length, 1);
   assert.deepEqual(windows[0].messages.map((m) => m.message.partition), [0, 1, 2]);
-  gates[0].resolve();
   await Promise.all(delivered);
+  gates[0].resolve();
+  await source.rebalance();
   assert.deepEqual(source.committed(), new Map([[0, "1"], [1, "1"], [2, "1"]]));
 });
 
 Deno.test("windows are processed one at a time, in order, and commit in order", async () => {
   const { source, windows, gates, runner } = recordingRunner({ maxUnits: 1, maxWaitMs: 1000 });
   runner.run();
-  const first = source.deliver(unit("R1"), { partition: 0 });
-  const second = source.deliver(unit("R2", "U-2"), { partition: 1 });
+  source.deliver(unit("R1"), { partition: 0 });
+  source.deliver(unit("R2", "U-2"), { partition: 1 });
   await settle();
   assert.equal(windows.length, 1, "the second window waits for the first");
   gates[0].resolve();
-  await first;
+  await settle();
   assert.equal(windows.length, 2);
   assert.deepEqual(source.commits, [[{ topic: "input", partition: 0, offset: "1" }]]);
   gates[1].resolve();
-  await second;
+  await source.rebalance();
   assert.deepEqual(source.committed(), new Map([[0, "1"], [1, "1"]]));
 });
 
@@ -177,7 +233,7 @@ Deno.test("consumption waits while a closed window queues behind the one in flig
   assert.deepEqual(windows.map((w) => w.units[0].contentId), ["R1", "R2", "R3"]);
 });
 
-Deno.test("a window that fails is not committed, releases its batch and stops the runner", async () => {
+Deno.test("a window that fails is not committed and stops the runner", async () => {
   const { source, runner } = oneUnitRunner(() =>
     Promise.reject(new Error("permanent: no such table"))
   );
