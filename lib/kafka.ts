@@ -19,7 +19,6 @@ import {
   type BatchConsumer,
   type CommitOffset,
   type EventSink,
-  type InputMessage,
   InputRejectedError,
   type InputSource,
   type OutputEvent,
