@@ -83,10 +83,17 @@ export function stopIdleTimerLoop(queue: { prototype: RequestQueueInternals }): 
 }
 stopIdleTimerLoop(RequestQueue);
 
+/**
+ * How often a member kept waiting (a batch behind a queued window, a join
+ * behind the window in flight) heartbeats to keep its membership.
+ */
+const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
+
 /** What {@linkcode holdRejoins} touches of KafkaJS's consumer group. */
 export interface ConsumerGroupInternals {
   groupId: string;
   joinAndSync(): Promise<unknown>;
+  heartbeat(opts: { interval: number }): Promise<void>;
 }
 
 /** Per group id, what must settle before a member in this process (re)joins that group. */
@@ -97,12 +104,23 @@ const beforeJoin = new Map<string, Set<() => Promise<void>>>();
  * up its partitions, as soon as its batch handlers have returned. The job's
  * handlers return once a batch is taken, so that the next fetch overlaps the
  * window in flight; every join first awaits the hooks registered for its
- * group, which resolve once what was taken is committed.
+ * group, which resolve once what was taken is committed. Meanwhile the member
+ * keeps heartbeating: the broker counts heartbeats during a rebalance too, so
+ * a window longer than the session timeout does not cost the membership.
  */
 export function holdRejoins(group: { prototype: ConsumerGroupInternals }): void {
   const joinAndSync = group.prototype.joinAndSync;
   group.prototype.joinAndSync = async function (this: ConsumerGroupInternals) {
-    await Promise.all([...beforeJoin.get(this.groupId) ?? []].map((hook) => hook()));
+    const hooks = [...beforeJoin.get(this.groupId) ?? []];
+    const timer = setInterval(
+      () => this.heartbeat({ interval: 0 }).catch(() => {}),
+      HEARTBEAT_WHILE_BLOCKED_MS,
+    );
+    try {
+      await Promise.all(hooks.map((hook) => hook()));
+    } finally {
+      clearInterval(timer);
+    }
     return joinAndSync.call(this);
   };
 }
@@ -166,9 +184,6 @@ export function classifyKafkaError(error: unknown): unknown {
 
 /** Longest wait of one fetch round; bounds how long a disconnect waits for it. */
 const FETCH_MAX_WAIT_MS = 1000;
-
-/** How often a batch handler kept waiting (a queued window, an outage) keeps the membership alive. */
-const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
 
 /**
  * Partitions whose batches are handed to the job at once, so that one window

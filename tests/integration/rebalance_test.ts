@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { enrolmentUpdate } from "../../lib/event.ts";
 import { exampleSets } from "../support/fixtures.ts";
-import { JobProcess, Stack, unique, waitFor } from "../support/stack.ts";
+import { HoldingProxy } from "../support/proxy.ts";
+import { JobProcess, Stack, stackCassandra, unique, waitFor } from "../support/stack.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
 
@@ -33,27 +34,7 @@ Deno.test(
     try {
       const courseId = unique("C");
       await stack.seedSets(exampleSets(courseId));
-      const keys = Array.from({ length: ENROLMENTS }, (_, i) => ({
-        userId: `${unique("U")}-${i}`,
-        courseId,
-        batchId: unique("B"),
-      }));
-      for (let i = 0; i < keys.length; i += 50) {
-        await Promise.all(
-          keys.slice(i, i + 50).map(async (key) => {
-            await stack.seedEnrolment(key, 1);
-            // Upstream writes each content's state row before it publishes the event.
-            for (const contentId of CONTENTS) {
-              await stack.seedConsumption(key, {
-                contentId,
-                status: 2,
-                viewCount: 0,
-                completedCount: 0,
-              });
-            }
-          }),
-        );
-      }
+      const keys = await seedCompletableEnrolments(stack, courseId, ENROLMENTS);
       const events = CONTENTS.flatMap((contentId) =>
         keys.map((key) => enrolmentUpdate(key, [{ contentId, status: 2 }]))
       );
@@ -127,6 +108,112 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "a member whose window is stuck in an outage keeps its partitions until the window is committed",
+  opts,
+  async () => {
+    const stack = await Stack.open({ partitions: 4 });
+    // Member A reaches Cassandra through a proxy the test can hold.
+    const proxy = new HoldingProxy({ hostname: "127.0.0.1", port: stackCassandra().port });
+    const members: JobProcess[] = [];
+    try {
+      const courseId = unique("C");
+      await stack.seedSets(exampleSets(courseId));
+      const keys = await seedCompletableEnrolments(stack, courseId, 100);
+      const events = CONTENTS.flatMap((contentId) =>
+        keys.map((key) => enrolmentUpdate(key, [{ contentId, status: 2 }]))
+      );
+      const certs = await stack.collect(stack.topics.cert);
+      const audits = await stack.collect(stack.topics.audit);
+
+      const a = new JobProcess(stack.envForJob({ LMS_CASSANDRA_PORT: String(proxy.port) }));
+      members.push(a);
+      await a.ready();
+      await waitFor(
+        "A to own every partition",
+        () => a.assignment(stack.topics.input)?.length === 4,
+      );
+      // The whole backlog fits one window, so A's batch handlers return at
+      // once and only the join can keep A's partitions while it is stuck.
+      proxy.hold();
+      await stack.produce(events);
+      await waitFor("A to take the backlog", async () => await consumerLagReported(a));
+
+      const b = new JobProcess(stack.envForJob());
+      members.push(b);
+      await waitFor("A to see the rebalance B starts", () => /rebalanc/i.test(a.log), 30_000);
+      // Long enough for B to join and take over, had A given its partitions up.
+      const takenOver = await waitFor(
+        "B to join while A is stuck",
+        () => b.assignment(stack.topics.input) !== null,
+        8_000,
+      ).then(() => true, () => false);
+      assert.equal(takenOver, false, "B was given partitions while A held an uncommitted window");
+      assert.equal(await stack.committedInput(), 0, "nothing committed while A is stuck");
+
+      proxy.release();
+      await waitFor("B to join once A has committed", () => b.assignment(stack.topics.input));
+      await waitFor(
+        "the backlog to be committed",
+        async () => (await stack.committedInput()) === events.length,
+        60_000,
+      );
+      await waitFor(
+        "the AUDIT topic read to its end",
+        async () => audits.length === await endOffset(stack, stack.topics.audit),
+      );
+      await waitFor(
+        "the certificate topic read to its end",
+        async () => certs.length === await endOffset(stack, stack.topics.cert),
+      );
+      assert.equal(certs.length, keys.length, "one certificate per completion");
+      assert.equal(
+        audits.length,
+        keys.length * (1 + 2 * CONTENTS.length),
+        "every AUDIT event once",
+      );
+    } finally {
+      await Promise.all(members.map((m) => m.stop()));
+      await proxy.close();
+      await stack.close();
+    }
+  },
+);
+
+/**
+ * Seeds `count` enrolments of `courseId` at status 1 whose three contents
+ * upstream has already marked complete: one event per content completes each.
+ */
+async function seedCompletableEnrolments(stack: Stack, courseId: string, count: number) {
+  const keys = Array.from({ length: count }, (_, i) => ({
+    userId: `${unique("U")}-${i}`,
+    courseId,
+    batchId: unique("B"),
+  }));
+  for (let i = 0; i < keys.length; i += 50) {
+    await Promise.all(
+      keys.slice(i, i + 50).map(async (key) => {
+        await stack.seedEnrolment(key, 1);
+        // Upstream writes each content's state row before it publishes the event.
+        for (const contentId of CONTENTS) {
+          await stack.seedConsumption(key, {
+            contentId,
+            status: 2,
+            viewCount: 0,
+            completedCount: 0,
+          });
+        }
+      }),
+    );
+  }
+  return keys;
+}
+
+/** Whether `job` has taken batches: KafkaJS reports a partition's lag once its handler returns. */
+async function consumerLagReported(job: JobProcess): Promise<boolean> {
+  return (await job.metrics()).includes("activity_agg_consumer_lag{");
+}
 
 /** The end offset of a one-partition topic: how many events it holds. */
 async function endOffset(stack: Stack, topic: string): Promise<number> {

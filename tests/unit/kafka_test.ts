@@ -91,6 +91,7 @@ Deno.test("a KafkaJS consumer group joins only once the hooks of its group id ha
     const joins: string[] = [];
     const member = Object.assign(Object.create(ConsumerGroup.prototype), {
       groupId,
+      heartbeat: () => Promise.resolve(),
       // joinAndSync's first step: past it, KafkaJS sends JoinGroup.
       retrier: () => Promise.resolve(joins.push(groupId)),
     });
