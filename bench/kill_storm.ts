@@ -749,6 +749,8 @@ async function run(opts: Options): Promise<{ text: string; ok: boolean }> {
     const problems: string[] = [];
     if (lost > 0) problems.push(`${lost} enrolments without a certificate request`);
     if (lostEnrolComplete > 0) problems.push(`${lostEnrolComplete} without an enrol-complete`);
+    // Content AUDIT events are at-least-once (SPEC §5): a repeat is allowed, a gap is not.
+    if (missingAudits > 0) problems.push(`${missingAudits} content AUDIT events missing`);
     for (const [name, n] of Object.entries(state)) if (n > 0) problems.push(`${name}: ${n}`);
     if (failed.length > 0) problems.push(`${failed.length} events on the failed topic`);
     if (!certRepeats.sameMid) problems.push("copies of one certificate carry different mids");
@@ -841,7 +843,7 @@ async function run(opts: Options): Promise<{ text: string; ok: boolean }> {
       : "MISSED";
     const finalLine =
       `kill_storm kills ${killed.length} certs ${certRepeats.total} enrolments ${data.length} duplicate_certs ${certRepeats.duplicates} duplicate_enrol_complete ${ecRepeats.duplicates} ` +
-      `lost ${lost} audit_repeats ${contentRepeats.duplicates}`;
+      `lost ${lost} audit_repeats ${contentRepeats.duplicates} audit_missing ${missingAudits}`;
     const text = [
       `# kill storm, ${new Date().toISOString()}`,
       "",

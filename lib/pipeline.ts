@@ -45,10 +45,12 @@ import type {
   ConsumptionRow,
   DedupStore,
   EnrolmentRow,
+  EnrolmentWrite,
   EventSink,
   IdSource,
   OutputEvent,
   ProgressStore,
+  ProgressWrites,
   RelationCache,
 } from "./ports.ts";
 import { type EnrolmentGroup, groupByEnrolment, sourceOf, type Window } from "./window.ts";
@@ -423,33 +425,34 @@ function markerOf(p: PlannedEnrolment): string {
 }
 
 /**
- * Steps 4, 6, 7, 8 (in progress) and 9: counters, aggregates and in-progress
- * enrolment rows in one write (a user's counters and enrolment row share a
- * partition), and content AUDIT events beside it, sent once `eventsAfter`
- * resolves. Resolves to the enrolments fully applied.
+ * Steps 4, 6, 7, 8 (in progress) and 9: counters, aggregates, in-progress
+ * enrolment rows and content AUDIT events, the events sent once `eventsAfter`
+ * resolves. Content AUDIT events are at-least-once (SPEC §5), and a replay
+ * finds a content's `start` and `complete` only while its counters are still
+ * 0: so an enrolment's counters are written only once its events are
+ * acknowledged, its aggregates meanwhile. Its counters and enrolment row go
+ * together (one partition, one request). Resolves to the enrolments fully
+ * applied.
  */
 async function applyEffects(
   run: Run,
   live: PlannedEnrolment[],
   eventsAfter?: Promise<void>,
 ): Promise<PlannedEnrolment[]> {
-  const { progress, sink, metrics, isolate } = run.deps;
+  const { sink, isolate } = run.deps;
   const withEvents = live.filter((p) => p.plan.contentEvents.length > 0);
-  const failures = await allSettled([
-    runIsolated("write-progress", live, async (subset) => {
-      const writes = {
-        counters: subset.flatMap((p) => p.plan.counters),
-        aggregates: subset.flatMap((p) => p.plan.aggregates),
-        enrolments: subset.flatMap((p) =>
-          p.plan.enrolment !== null && !p.plan.completed ? [p.plan.enrolment] : []
-        ),
-      };
-      await progress.writeProgress(writes);
-      metrics.inc(
-        "dbWrites",
-        writes.counters.length + writes.aggregates.length + writes.enrolments.length,
-      );
-    }, isolate),
+  const [unwritten, unsent] = await allSettled([
+    writeProgress(
+      run,
+      "write-progress",
+      live,
+      (p) =>
+        p.plan.contentEvents.length > 0 ? { ...NO_WRITES, aggregates: p.plan.aggregates } : {
+          counters: p.plan.counters,
+          aggregates: p.plan.aggregates,
+          enrolments: inProgressRow(p),
+        },
+    ),
     (async () => {
       await eventsAfter;
       return runIsolated(
@@ -460,7 +463,14 @@ async function applyEffects(
       );
     })(),
   ]);
-  const stageNames = ["write-progress", "send-events"];
+  const sent = withEvents.filter((p) => !unwritten.has(p) && !unsent.has(p));
+  const uncounted = await writeProgress(run, "write-counters", sent, (p) => ({
+    ...NO_WRITES,
+    counters: p.plan.counters,
+    enrolments: inProgressRow(p),
+  }));
+  const failures = [unwritten, unsent, uncounted];
+  const stageNames = ["write-progress", "send-events", "write-counters"];
   const applied: PlannedEnrolment[] = [];
   for (const p of live) {
     const at = failures.findIndex((f) => f.has(p));
@@ -469,6 +479,35 @@ async function applyEffects(
   }
   run.summary.processed += applied.length;
   return applied;
+}
+
+const NO_WRITES: ProgressWrites = { counters: [], aggregates: [], enrolments: [] };
+
+/** The enrolment's row update when it stays in progress (a completion is written in step 8). */
+function inProgressRow(p: PlannedEnrolment): EnrolmentWrite[] {
+  return p.plan.enrolment !== null && !p.plan.completed ? [p.plan.enrolment] : [];
+}
+
+/** One write stage: what `writesOf` picks of each enrolment, isolated per enrolment. */
+function writeProgress(
+  run: Run,
+  stage: string,
+  enrolments: PlannedEnrolment[],
+  writesOf: (p: PlannedEnrolment) => ProgressWrites,
+) {
+  const { progress, metrics, isolate } = run.deps;
+  return runIsolated(stage, enrolments, async (subset) => {
+    const picked = subset.map(writesOf);
+    const writes = {
+      counters: picked.flatMap((w) => w.counters),
+      aggregates: picked.flatMap((w) => w.aggregates),
+      enrolments: picked.flatMap((w) => w.enrolments),
+    };
+    const count = writes.counters.length + writes.aggregates.length + writes.enrolments.length;
+    if (count === 0) return;
+    await progress.writeProgress(writes);
+    metrics.inc("dbWrites", count);
+  }, isolate);
 }
 
 /**

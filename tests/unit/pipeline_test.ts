@@ -30,7 +30,7 @@ Deno.test("SPEC §12's worked example, end to end through the pipeline", async (
   assert.deepEqual(rows.get("R1"), EXAMPLE_ROWS[0]);
   assert.equal(rows.has("R4"), false);
   assert.deepEqual(
-    progress.writeLog[0].counters.map((c) => c.contentId),
+    progress.writeLog.flatMap((w) => w.counters).map((c) => c.contentId),
     ["R2", "R3"],
   );
 
@@ -138,29 +138,83 @@ Deno.test("in-progress enrolments are written while a completion is in flight; t
   };
   const writeProgress = world.progress.writeProgress.bind(world.progress);
   world.progress.writeProgress = (writes) => {
-    order.push(`progress:${[...new Set(writes.counters.map((c) => c.key.userId))].join(",")}`);
+    const [kind, users] = writes.counters.length > 0
+      ? ["counters", writes.counters.map((c) => c.key.userId)]
+      : ["aggregates", writes.aggregates.map((a) => a.userId)];
+    order.push(`${kind}:${[...new Set(users)].join(",")}`);
     return writeProgress(writes);
   };
   const done = processWindow(
     windowOf([exampleEvent, enrolmentUpdate(other, [{ contentId: "R1", status: 2 }])]),
     world.deps,
   );
-  // U-2's write goes ahead of U-1's certificate pair, held here; its events wait for the pair.
+  // U-2's aggregates go ahead of U-1's certificate pair, held here; its
+  // events wait for the pair, and its counters for its events.
   for (let turn = 0; turn < 100 && order.length === 0; turn++) {
     await new Promise((r) => setTimeout(r, 0));
   }
   const beforePairs = [...order];
   pairsHeld.resolve();
-  assert.deepEqual(beforePairs, ["progress:U-2"]);
+  assert.deepEqual(beforePairs, ["aggregates:U-2"]);
   const summary = await done;
   assert.equal(summary.processed, 2);
   assert.equal(summary.completions, 1);
   assert.equal(order[1], "send:issue-certificate,enrol-complete");
   assert.deepEqual(order.slice(2).sort(), [
-    "progress:U-1",
+    "aggregates:U-1",
+    "counters:U-1",
+    "counters:U-2",
     "send:start,complete",
     "send:start,complete,complete",
   ]);
+  assert.ok(order.indexOf("send:start,complete") < order.indexOf("counters:U-2"));
+  assert.ok(order.indexOf("send:start,complete,complete") < order.indexOf("counters:U-1"));
+});
+
+Deno.test("a content's counters are written only once its AUDIT events are acknowledged", async () => {
+  const world = exampleWorld();
+  const eventsHeld = Promise.withResolvers<void>();
+  const send = world.sink.send.bind(world.sink);
+  world.sink.send = async (events) => {
+    if (events.some((e) => edataType(e.value) === "start")) await eventsHeld.promise;
+    return send(events);
+  };
+  const other = { ...EXAMPLE_KEY, userId: "U-2" };
+  world.progress.seedEnrolment(other, 1);
+  const done = processWindow(
+    windowOf([enrolmentUpdate(other, [{ contentId: "R1", status: 2 }])]),
+    world.deps,
+  );
+  for (let turn = 0; turn < 100 && world.progress.writeLog.length === 0; turn++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  assert.deepEqual(world.progress.writeLog.map((w) => w.counters.length), [0], "aggregates only");
+  eventsHeld.resolve();
+  assert.equal((await done).processed, 1);
+  assert.deepEqual(world.progress.writeLog.map((w) => w.counters.length), [0, 1]);
+});
+
+Deno.test("when its AUDIT events are refused, an enrolment's counters stay unwritten, so a replay sends them", async () => {
+  const world = exampleWorld();
+  const other = { ...EXAMPLE_KEY, userId: "U-2" };
+  world.progress.seedEnrolment(other, 1);
+  const event = enrolmentUpdate(other, [{ contentId: "R1", status: 2 }]);
+  const send = world.sink.send.bind(world.sink);
+  world.sink.send = (events) =>
+    events.some((e) => edataType(e.value) === "start")
+      ? Promise.reject(new InputRejectedError("kafka: MESSAGE_TOO_LARGE"))
+      : send(events);
+  const summary = await processWindow(windowOf([event]), world.deps);
+  assert.equal(summary.failedEnrolments, 1);
+  assert.equal(world.progress.consumption.get("U-2|C1|B1")?.get("R1"), undefined);
+
+  world.sink.send = send;
+  await processWindow(windowOf([event]), world.deps);
+  assert.deepEqual(
+    world.sink.on("audit").map((e) => edataType(e)),
+    ["start", "complete"],
+    "the replay's AUDIT events",
+  );
 });
 
 Deno.test("the same event replayed changes nothing", async () => {
@@ -227,7 +281,8 @@ Deno.test("several events of one enrolment in one window are all applied, read a
     ["R1", "R2", "R3"].map((c) => [rows.get(c)!.viewCount, rows.get(c)!.completedCount]),
     [[2, 2], [1, 1], [3, 1]],
   );
-  assert.equal(progress.writeLog.length, 1);
+  assert.equal(progress.writeLog.filter((w) => w.counters.length > 0).length, 1);
+  assert.equal(progress.writeLog.filter((w) => w.aggregates.length > 0).length, 1);
   assert.equal(progress.enrolments.get("U-1|C1|B1")!.status, 2);
   assert.equal(sink.on("cert").length, 1);
 });
@@ -511,7 +566,7 @@ Deno.test("an enrolment a store rejects fails alone, naming its last message; th
   assert.equal((failed.edata as { userId: string }).userId, "U-3");
   assert.deepEqual(failed.failure, {
     reason: "InputRejectedError: cassandra: Key length of 70000 is too long",
-    stage: "write-progress",
+    stage: "write-counters",
     source: { topic: "input", partition: 0, offset: "5" },
     at: world.clock.now(),
     job: "activity-aggregate-updater",
