@@ -3,9 +3,11 @@
  * (Cassandra statements and batches, Redis pipelines, Kafka produce
  * requests), replayed on the bare drivers with no job logic in between.
  *
- * 1. **Record.** The workload's windows (built as the runner builds them)
- *    go through `processWindow` on the in-memory stubs of `tests/support/stubs.ts`,
- *    which answer reads from the same seeded state. Every port call is also
+ * 1. **Record.** The workload's windows (the job's own, rebuilt from the
+ *    commits of its `window done` lines, or built ideally: each partition's
+ *    events `maxUnits` at a time) go through `processWindow` on the
+ *    in-memory stubs of `tests/support/stubs.ts`, which answer reads from
+ *    the same seeded state. Every port call is also
  *    handed to the job's real adapter (`CassandraProgressStore`,
  *    `RedisRelationCache` behind the in-process cache, `RedisDedupStore`,
  *    `KafkaSink`) on a *recording* driver, which keeps each request the
@@ -101,12 +103,12 @@ export interface RequestCounts {
   kafkaMessages: number;
 }
 
-/** Windows as the runner closes them, from events in per-partition order (4 partitions). */
-export function buildWindows(
-  events: Record<string, unknown>[],
-  maxUnits: number,
-  partitions = 4,
-): Window[] {
+/**
+ * The input partition of each event, by the producer's default partitioner
+ * on its userId: event indices per partition, in produce order, so an
+ * event's offset in a fresh topic is its position in its partition's list.
+ */
+export function eventsByPartition(events: Record<string, unknown>[], partitions = 4): number[][] {
   const partitioner = Partitioners.DefaultPartitioner();
   const partitionMetadata = Array.from({ length: partitions }, (_, partitionId) => ({
     partitionId,
@@ -115,29 +117,29 @@ export function buildWindows(
     replicas: [0],
     isr: [0],
   }));
-  const byPartition: Record<string, unknown>[][] = partitionMetadata.map(() => []);
-  for (const value of events) {
+  const byPartition: number[][] = partitionMetadata.map(() => []);
+  events.forEach((value, index) => {
     const key = (value.edata as { userId: string }).userId;
     byPartition[partitioner({ topic: "input", partitionMetadata, message: { key, value: "" } })]
-      .push(value);
-  }
+      .push(index);
+  });
+  return byPartition;
+}
+
+/**
+ * Windows as an idealised runner closes them: each partition's events in
+ * order, `maxUnits` at a time (4 partitions).
+ */
+export function buildWindows(
+  events: Record<string, unknown>[],
+  maxUnits: number,
+  partitions = 4,
+): Window[] {
   const windows: Window[] = [];
   const builder = new WindowBuilder({ maxUnits, maxWaitMs: 1000 });
-  const encoder = new TextEncoder();
-  byPartition.forEach((values, partition) => {
-    values.forEach((value, offset) => {
-      const bytes = encoder.encode(JSON.stringify(value));
-      const entry = {
-        message: {
-          topic: "input",
-          partition,
-          offset: String(offset),
-          key: (value.edata as { userId: string }).userId,
-          value: bytes,
-          timestamp: 0,
-        },
-        parsed: parseMessage(bytes),
-      };
+  eventsByPartition(events, partitions).forEach((indices, partition) => {
+    indices.forEach((index, offset) => {
+      const entry = windowEntry(events[index], partition, offset);
       if (builder.wouldOverflow(entry)) windows.push(builder.take()!);
       builder.add(entry, 0);
       if (builder.isFull()) windows.push(builder.take()!);
@@ -146,6 +148,68 @@ export function buildWindows(
   const last = builder.take();
   if (last) windows.push(last);
   return windows;
+}
+
+/** One committed window of the job: the offset after its last message, per partition. */
+export type JobWindowCommits = { partition: number; offset: string }[];
+
+/**
+ * The events of each of the job's windows, as indices into `events` (the
+ * backlog the job drained from a fresh topic), from the commits its
+ * `window done` lines name in order.
+ */
+export function jobWindowEvents(
+  events: Record<string, unknown>[],
+  commits: JobWindowCommits[],
+  partitions = 4,
+): number[][] {
+  const byPartition = eventsByPartition(events, partitions);
+  const next = byPartition.map(() => 0);
+  return commits.map((window) =>
+    window.flatMap(({ partition, offset }) => {
+      const from = next[partition];
+      next[partition] = Number(offset);
+      return byPartition[partition].slice(from, next[partition]);
+    })
+  );
+}
+
+/** Windows holding the events of `indices`, one window per list. */
+export function windowsOfEvents(
+  events: Record<string, unknown>[],
+  indices: number[][],
+  partitions = 4,
+): Window[] {
+  const partitionOf = new Map<number, { partition: number; offset: number }>();
+  eventsByPartition(events, partitions).forEach((list, partition) =>
+    list.forEach((index, offset) => partitionOf.set(index, { partition, offset }))
+  );
+  return indices.map((list) => {
+    const builder = new WindowBuilder({ maxUnits: Number.MAX_SAFE_INTEGER, maxWaitMs: 1000 });
+    for (const index of list) {
+      const { partition, offset } = partitionOf.get(index)!;
+      builder.add(windowEntry(events[index], partition, offset), 0);
+    }
+    return builder.take()!;
+  });
+}
+
+const encoder = new TextEncoder();
+
+/** An input message holding `value`, as the runner takes it into a window. */
+function windowEntry(value: Record<string, unknown>, partition: number, offset: number) {
+  const bytes = encoder.encode(JSON.stringify(value));
+  return {
+    message: {
+      topic: "input",
+      partition,
+      offset: String(offset),
+      key: (value.edata as { userId: string }).userId,
+      value: bytes,
+      timestamp: 0,
+    },
+    parsed: parseMessage(bytes),
+  };
 }
 
 /** A `cassandra.Client` stand-in that keeps requests and answers reads with no rows. */
@@ -221,7 +285,12 @@ function recordingKafka(sink: () => Request[]): Kafka {
 export async function recordWorkload(
   data: EnrolmentPlanData[],
   events: Record<string, unknown>[],
-  opts: { maxUnits: number; config: Config },
+  opts: {
+    maxUnits: number;
+    config: Config;
+    /** The job's windows as event indices ({@linkcode jobWindowEvents}); else built ideally. */
+    windows?: number[][];
+  },
 ): Promise<{ windows: RecordedWindow[]; counts: RequestCounts }> {
   const { config } = opts;
   const memory = new MemoryProgressStore();
@@ -323,7 +392,10 @@ export async function recordWorkload(
   };
 
   const windows: RecordedWindow[] = [];
-  for (const window of buildWindows(events, opts.maxUnits)) {
+  const built = opts.windows
+    ? windowsOfEvents(events, opts.windows)
+    : buildWindows(events, opts.maxUnits);
+  for (const window of built) {
     stages = [];
     await processWindow(window, deps);
     windows.push({ units: window.units.length, stages: stages.filter((s) => s.requests.length) });

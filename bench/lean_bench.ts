@@ -42,6 +42,8 @@ import { JobProcess, type Stack } from "../tests/support/stack.ts";
 import {
   connectDrivers,
   countRequests,
+  type JobWindowCommits,
+  jobWindowEvents,
   recordWorkload,
   replay,
   type RequestCounts,
@@ -273,6 +275,28 @@ async function paced(stack: Stack, events: Record<string, unknown>[], rate: numb
   return events.length / ((performance.now() - started) / 1000);
 }
 
+/**
+ * The job's windows over the backlog `events`, as event indices, from the
+ * commits of its `window done` lines (waiting for the last line, which follows
+ * the last commit).
+ */
+async function jobWindowsOf(job: JobProcess, events: Record<string, unknown>[]) {
+  const committed = (windows: JobWindowCommits[]) => {
+    const last = new Map<number, number>();
+    for (const w of windows) for (const c of w) last.set(c.partition, Number(c.offset));
+    return [...last.values()].reduce((a, b) => a + b, 0);
+  };
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const windows = job.records()
+      .filter((r) => r.message === "window done")
+      .map((r) => r.properties.commits as JobWindowCommits);
+    if (committed(windows) >= events.length) return jobWindowEvents(events, windows);
+    if (Date.now() > deadline) throw new Error("the job's window lines do not cover the backlog");
+    await sleep(100);
+  }
+}
+
 /** Drains one backlog, measures latency after it when asked, then the ceiling. */
 async function runBacklog(
   messages: number,
@@ -341,6 +365,7 @@ async function runBacklog(
     const cpu = await drainCpu();
     const afterDrain = await job.metrics();
     const drainMemory = await memoryOf(pid);
+    const jobWindows = await jobWindowsOf(job, run.events);
 
     // Correctness of the backlog, before anything else reaches the output topics.
     const outputs = {
@@ -406,16 +431,19 @@ async function runBacklog(
         "retries",
       ].map((n) => [n, plain.get(`activity_agg_${n}_total`) ?? 0]),
     );
-    const ceiling = opts.ceilingConcurrency.length > 0 ? await measureCeiling(shape, opts) : {
-      counts: countRequests([]),
-      windows: 0,
-      byConcurrency: [],
-      unitsPerSecond: NaN,
-      sameRuntime: null,
-    };
+    const ceiling = opts.ceilingConcurrency.length > 0
+      ? await measureCeiling(shape, opts, jobWindows)
+      : {
+        counts: countRequests([]),
+        windows: 0,
+        byConcurrency: [],
+        unitsPerSecond: NaN,
+        sameRuntime: null,
+      };
     if (ceiling.byConcurrency.length > 0 && (opts.v8Flags || Object.keys(opts.mallocEnv).length)) {
       const best = ceiling.byConcurrency.find((b) => b.unitsPerSecond === ceiling.unitsPerSecond)!;
-      const [same] = (await ceilingInJobRuntime(shape, opts, best.concurrency)).byConcurrency;
+      const [same] =
+        (await ceilingInJobRuntime(shape, opts, best.concurrency, jobWindows)).byConcurrency;
       ceiling.sameRuntime = same;
     }
     return {
@@ -464,8 +492,14 @@ async function ceilingInJobRuntime(
   shape: Parameters<typeof generateRun>[0],
   opts: LeanOptions,
   concurrency: number,
+  jobWindows: number[][],
 ): Promise<DrainResult["ceiling"]> {
-  const request = btoa(JSON.stringify({ shape, interval: opts.interval, concurrency }));
+  // The windows run to megabytes: a file, not an argument.
+  const request = await Deno.makeTempFile({ prefix: "ceiling-", suffix: ".json" });
+  await Deno.writeTextFile(
+    request,
+    JSON.stringify({ shape, interval: opts.interval, concurrency, jobWindows }),
+  );
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -478,14 +512,19 @@ async function ceilingInJobRuntime(
     stdout: "piped",
     stderr: "inherit",
   }).output();
+  await Deno.remove(request);
   if (!out.success) throw new Error(`the ceiling in the job's runtime exited with ${out.code}`);
   return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
 }
 
-/** The same workload (ids of its own) recorded, seeded and replayed on the bare drivers. */
+/**
+ * The same workload (ids of its own) in the job's windows (event indices),
+ * recorded, seeded and replayed on the bare drivers.
+ */
 async function measureCeiling(
   shape: Parameters<typeof generateRun>[0],
   opts: CeilingOptions,
+  jobWindows: number[][],
 ): Promise<DrainResult["ceiling"]> {
   const run = generateRun(shape);
   const stack = await openStack(1);
@@ -499,6 +538,7 @@ async function measureCeiling(
     const recorded = await recordWorkload(run.data, run.events, {
       maxUnits: config.window.maxUnits,
       config,
+      windows: jobWindows,
     });
     const drivers = await connectDrivers(config, {
       relations: stack.relations,
@@ -735,8 +775,13 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
 
 if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
   // The child of ceilingInJobRuntime: one measurement, as JSON on the last line.
-  const { shape, interval, concurrency } = JSON.parse(atob(Deno.args[0].split("=")[1]));
-  const result = await measureCeiling(shape, { interval, ceilingConcurrency: [concurrency] });
+  const request = await Deno.readTextFile(Deno.args[0].slice("--ceiling-child=".length));
+  const { shape, interval, concurrency, jobWindows } = JSON.parse(request);
+  const result = await measureCeiling(
+    shape,
+    { interval, ceilingConcurrency: [concurrency] },
+    jobWindows,
+  );
   console.log(JSON.stringify(result));
   Deno.exit();
 } else if (import.meta.main) {

@@ -229,7 +229,11 @@ export class Runner {
     }
     const seconds = (performance.now() - started) / 1000;
     this.#deps.metrics.windowDuration.observe(seconds);
-    log.info("window done", { ...summary, durationMs: Math.round(seconds * 1000) });
+    log.info("window done", {
+      ...summary,
+      durationMs: Math.round(seconds * 1000),
+      commits: window.commits,
+    });
   }
 
   #fail(error: unknown, opts: { force?: boolean } = {}): void {
