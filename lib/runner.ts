@@ -4,10 +4,10 @@
  * windows are processed one at a time, in order, and their offsets committed
  * only once their effects are durable (SPEC §5).
  *
- * One window is processed while the next one fills; when a second closed
- * window is waiting, consumption waits too, so memory stays bounded by about
- * three windows. Processing windows strictly in order means a user's events
- * are applied in input order and offsets only ever move forward.
+ * One window is processed while the next one fills; once that one is closed
+ * too, consumption waits, so memory holds about two windows and the rest of
+ * one fetch. Processing windows strictly in order means a user's events are
+ * applied in input order and offsets only ever move forward.
  *
  * A batch of consumed messages is handed back as soon as it is taken, so the
  * next fetch overlaps the window in flight and the open window fills from
