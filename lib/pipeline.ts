@@ -10,9 +10,9 @@
  * - planAll: steps 3–9 as pure code (lib/aggregate.ts)
  * - applyCompletions: step 8's completions: certificate pairs, then at once
  *   a marker of their acknowledgement, then their status-2 writes
- * - applyEffects: steps 4, 6, 7 and 8 (in progress) in one write, 9 beside it;
- *   for in-progress enrolments alongside applyCompletions, for completed ones
- *   after it
+ * - applyEffects: steps 6 and 7 beside step 9, then once step 9's events are
+ *   acknowledged steps 4 and 8 (in progress); for in-progress enrolments
+ *   alongside applyCompletions, for completed ones after it
  * - sendFailures: failed messages and enrolments to the failed topic (SPEC §8)
  * - storeChecksums: step 10
  *
