@@ -89,50 +89,55 @@ stopIdleTimerLoop(RequestQueue);
  */
 const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
 
-/** What {@linkcode holdRejoins} touches of KafkaJS's consumer group. */
+/** What {@linkcode holdGroupChanges} touches of KafkaJS's consumer group. */
 export interface ConsumerGroupInternals {
   groupId: string;
   joinAndSync(): Promise<unknown>;
+  leave(): Promise<unknown>;
   heartbeat(opts: { interval: number }): Promise<void>;
 }
 
-/** Per group id, what must settle before a member in this process (re)joins that group. */
-const beforeJoin = new Map<string, Set<() => Promise<void>>>();
+/** Per group id, what must settle before a member in this process (re)joins or leaves that group. */
+const beforeGroupChange = new Map<string, Set<() => Promise<void>>>();
 
 /**
- * KafkaJS 2 has no revocation callback: a member (re)joins its group, giving
- * up its partitions, as soon as its batch handlers have returned. The job's
- * handlers return once a batch is taken, so that the next fetch overlaps the
- * window in flight; every join first awaits the hooks registered for its
- * group, which resolve once what was taken is committed. Meanwhile the member
- * keeps heartbeating: the broker counts heartbeats during a rebalance too, so
- * a window longer than the session timeout does not cost the membership.
+ * KafkaJS 2 has no revocation callback: a member gives up its partitions as
+ * soon as its batch handlers have returned, by (re)joining its group on a
+ * rebalance, or by leaving it when its consumer crashes and restarts. The
+ * job's handlers return once a batch is taken, so that the next fetch
+ * overlaps the window in flight; every join and leave first awaits the hooks
+ * registered for its group, which resolve once what was taken is committed.
+ * Meanwhile the member keeps heartbeating: the broker counts heartbeats during
+ * a rebalance too, so a window longer than the session timeout does not cost
+ * the membership.
  */
-export function holdRejoins(group: { prototype: ConsumerGroupInternals }): void {
-  const joinAndSync = group.prototype.joinAndSync;
-  group.prototype.joinAndSync = async function (this: ConsumerGroupInternals) {
-    const hooks = [...beforeJoin.get(this.groupId) ?? []];
-    const timer = setInterval(
-      () => this.heartbeat({ interval: 0 }).catch(() => {}),
-      HEARTBEAT_WHILE_BLOCKED_MS,
-    );
-    try {
-      await Promise.all(hooks.map((hook) => hook()));
-    } finally {
-      clearInterval(timer);
-    }
-    return joinAndSync.call(this);
-  };
+export function holdGroupChanges(group: { prototype: ConsumerGroupInternals }): void {
+  for (const method of ["joinAndSync", "leave"] as const) {
+    const change = group.prototype[method];
+    group.prototype[method] = async function (this: ConsumerGroupInternals) {
+      const hooks = [...beforeGroupChange.get(this.groupId) ?? []];
+      const timer = setInterval(
+        () => this.heartbeat({ interval: 0 }).catch(() => {}),
+        HEARTBEAT_WHILE_BLOCKED_MS,
+      );
+      try {
+        await Promise.all(hooks.map((hook) => hook()));
+      } finally {
+        clearInterval(timer);
+      }
+      return change.call(this);
+    };
+  }
 }
-holdRejoins(ConsumerGroup);
+holdGroupChanges(ConsumerGroup);
 
-/** Makes every (re)join of `groupId` in this process wait for `hook`; returns its removal. */
-export function awaitBeforeJoin(groupId: string, hook: () => Promise<void>): () => void {
-  const hooks = beforeJoin.get(groupId) ?? new Set();
-  beforeJoin.set(groupId, hooks.add(hook));
+/** Makes every (re)join and leave of `groupId` in this process wait for `hook`; returns its removal. */
+export function awaitBeforeGroupChange(groupId: string, hook: () => Promise<void>): () => void {
+  const hooks = beforeGroupChange.get(groupId) ?? new Set();
+  beforeGroupChange.set(groupId, hooks.add(hook));
   return () => {
     hooks.delete(hook);
-    if (hooks.size === 0) beforeJoin.delete(groupId);
+    if (hooks.size === 0) beforeGroupChange.delete(groupId);
   };
 }
 
@@ -217,16 +222,17 @@ export interface KafkaInputOptions {
 /**
  * The input topics, consumed in a group with commits made only by the job.
  *
- * KafkaJS 2 rebalances eagerly and has no revocation callback. Each join
- * first awaits the consumer's `quiesce` ({@linkcode holdRejoins}): a member
- * gives up its partitions with nothing in flight, and the next owner starts
- * after the last message applied.
+ * KafkaJS 2 rebalances eagerly and has no revocation callback. Each join and
+ * leave first awaits the consumer's `quiesce` ({@linkcode holdGroupChanges}):
+ * a member gives up its partitions with nothing in flight, and the next owner
+ * starts after the last message applied. `close` drops the hook: by then the
+ * job has committed or abandoned what it took.
  */
 export class KafkaInput implements InputSource {
   readonly #consumer: Consumer;
   readonly #topics: string[];
   readonly #groupId: string;
-  #releaseJoinHook: (() => void) | null = null;
+  #releaseGroupHook: (() => void) | null = null;
 
   constructor(kafka: Kafka, opts: KafkaInputOptions) {
     this.#topics = opts.topics;
@@ -286,8 +292,8 @@ export class KafkaInput implements InputSource {
   }
 
   async start(consumer: BatchConsumer): Promise<void> {
-    this.#releaseJoinHook?.();
-    this.#releaseJoinHook = awaitBeforeJoin(this.#groupId, () => consumer.quiesce());
+    this.#releaseGroupHook?.();
+    this.#releaseGroupHook = awaitBeforeGroupChange(this.#groupId, () => consumer.quiesce());
     await this.#consumer.run({
       autoCommit: false,
       partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
@@ -326,8 +332,8 @@ export class KafkaInput implements InputSource {
 
   /** Leaves the group and closes the connections. */
   close(): Promise<void> {
-    this.#releaseJoinHook?.();
-    this.#releaseJoinHook = null;
+    this.#releaseGroupHook?.();
+    this.#releaseGroupHook = null;
     return this.#consumer.disconnect();
   }
 }

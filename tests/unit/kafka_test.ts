@@ -1,7 +1,7 @@
 import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import assert from "node:assert/strict";
-import { awaitBeforeJoin, produceRequests } from "../../lib/kafka.ts";
+import { awaitBeforeGroupChange, produceRequests } from "../../lib/kafka.ts";
 import type { OutputEvent } from "../../lib/ports.ts";
 
 const event = (topic: string, key: string, n: number): OutputEvent => ({
@@ -85,35 +85,40 @@ Deno.test("a KafkaJS request queue with nothing pending arms no timer; one with 
   }
 });
 
-Deno.test("a KafkaJS consumer group joins only once the hooks of its group id have resolved", async () => {
+Deno.test("a KafkaJS consumer group joins and leaves only once the hooks of its group id have resolved", async () => {
   // lib/kafka.ts, imported above, has patched the group's prototype.
   const group = (groupId: string) => {
-    const joins: string[] = [];
+    const changes: string[] = [];
     const member = Object.assign(Object.create(ConsumerGroup.prototype), {
       groupId,
       heartbeat: () => Promise.resolve(),
       // joinAndSync's first step: past it, KafkaJS sends JoinGroup.
-      retrier: () => Promise.resolve(joins.push(groupId)),
+      retrier: () => Promise.resolve(changes.push("join")),
+      // leave's: past it, KafkaJS sends LeaveGroup.
+      memberId: "m-1",
+      coordinator: { leaveGroup: () => Promise.resolve(changes.push("leave")) },
     });
-    return { joins, join: () => member.joinAndSync() };
+    return { changes, join: () => member.joinAndSync(), leave: () => member.leave() };
   };
   const committed = Promise.withResolvers<void>();
-  const release = awaitBeforeJoin("held", () => committed.promise);
+  const release = awaitBeforeGroupChange("held", () => committed.promise);
   try {
     const held = group("held");
     const other = group("other");
     const joined = held.join();
+    const left = held.leave();
     await other.join();
-    assert.deepEqual(other.joins, ["other"], "another group's member is not held");
+    await other.leave();
+    assert.deepEqual(other.changes, ["join", "leave"], "another group's member is not held");
     await Promise.resolve();
-    assert.deepEqual(held.joins, [], "joined before the hook resolved");
+    assert.deepEqual(held.changes, [], "joined or left before the hook resolved");
     committed.resolve();
-    await joined;
-    assert.deepEqual(held.joins, ["held"]);
+    await Promise.all([joined, left]);
+    assert.deepEqual(held.changes.sort(), ["join", "leave"]);
   } finally {
     release();
   }
   const afterRelease = group("held");
   await afterRelease.join();
-  assert.deepEqual(afterRelease.joins, ["held"]);
+  assert.deepEqual(afterRelease.changes, ["join"]);
 });
