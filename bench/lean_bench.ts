@@ -21,8 +21,10 @@
  * certificate and AUDIT event is then checked, as in `e2e_bench.ts`.
  *
  * The ceiling (`ceiling.ts`) replays exactly the requests the job sends for
- * the same workload (a copy with ids of its own, seeded the same) on the
- * bare drivers, at each `--ceiling-concurrency`; the best is the ceiling.
+ * the same workload (a copy with ids of its own, seeded the same, cut into
+ * the job's own windows, which the commits of its `window done` lines name)
+ * on the bare drivers, at each `--ceiling-concurrency`; the best is the
+ * ceiling.
  *
  * Latency: after the first backlog, events for new enrolments arrive at
  * `--latency-fraction` of the rate the job drained it at, for
