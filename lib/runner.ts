@@ -61,9 +61,6 @@ export class Runner {
   #closeScheduled = false;
   #progress = Promise.withResolvers<void>();
   #stopping = false;
-  /** Windows closed, and windows processed (committed or abandoned), since the start. */
-  #closedCount = 0;
-  #finishedCount = 0;
 
   constructor(deps: RunnerDeps) {
     this.#deps = deps;
@@ -103,8 +100,9 @@ export class Runner {
    */
   async quiesce(): Promise<void> {
     this.#closeWindow();
-    const target = this.#closedCount;
-    while (this.#finishedCount < target && this.#draining) await this.#progress.promise;
+    // Windows are processed in order: once the newest is out of the queue, so is every older one.
+    const newest = this.#waiting.at(-1);
+    while (newest && this.#waiting.includes(newest)) await this.#progress.promise;
   }
 
   /** Takes one consumed message; resolves when the loop may take the next. */
@@ -183,7 +181,6 @@ export class Runner {
     const window = this.#builder.take();
     if (window === null) return;
     this.#waiting.push(window);
-    this.#closedCount++;
     this.#drain();
   }
 
@@ -194,7 +191,6 @@ export class Runner {
         while (this.#waiting.length > 0) {
           await this.#finish(this.#waiting[0]);
           this.#waiting.shift();
-          this.#finishedCount++;
           this.#notify();
           // Nothing else in flight: the open window need not wait for its timer.
           if (this.#waiting.length === 0) this.#closeWindow();
@@ -202,7 +198,6 @@ export class Runner {
           if (afterWindow) setImmediate(afterWindow);
         }
       } catch (error) {
-        this.#finishedCount += this.#waiting.length;
         this.#waiting.length = 0;
         this.#fail(error);
       } finally {
