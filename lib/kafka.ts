@@ -89,6 +89,23 @@ stopIdleTimerLoop(RequestQueue);
  */
 const HEARTBEAT_WHILE_BLOCKED_MS = 1000;
 
+/**
+ * Runs `work`, calling `heartbeat` every {@linkcode HEARTBEAT_WHILE_BLOCKED_MS}
+ * meanwhile so that the group does not drop this member. During a rebalance
+ * the broker answers with an error, yet counts the heartbeat: expected.
+ */
+async function heartbeatingWhile<T>(
+  heartbeat: () => Promise<unknown>,
+  work: () => Promise<T>,
+): Promise<T> {
+  const timer = setInterval(() => heartbeat().catch(() => {}), HEARTBEAT_WHILE_BLOCKED_MS);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 /** What {@linkcode holdGroupChanges} touches of KafkaJS's consumer group. */
 export interface ConsumerGroupInternals {
   groupId: string;
@@ -116,15 +133,10 @@ export function holdGroupChanges(group: { prototype: ConsumerGroupInternals }): 
     const change = group.prototype[method];
     group.prototype[method] = async function (this: ConsumerGroupInternals) {
       const hooks = [...beforeGroupChange.get(this.groupId) ?? []];
-      const timer = setInterval(
-        () => this.heartbeat({ interval: 0 }).catch(() => {}),
-        HEARTBEAT_WHILE_BLOCKED_MS,
+      await heartbeatingWhile(
+        () => this.heartbeat({ interval: 0 }),
+        () => Promise.all(hooks.map((hook) => hook())),
       );
-      try {
-        await Promise.all(hooks.map((hook) => hook()));
-      } finally {
-        clearInterval(timer);
-      }
       return change.call(this);
     };
   }
@@ -298,26 +310,16 @@ export class KafkaInput implements InputSource {
       autoCommit: false,
       partitionsConsumedConcurrently: PARTITIONS_CONSUMED_CONCURRENTLY,
       eachBatch: async ({ batch, heartbeat }) => {
-        // While the job holds the batch (a closed window queued, an outage),
-        // keep heartbeating so the group does not drop this member. Once a
-        // rebalance starts, heartbeats fail until the handler returns and
-        // KafkaJS rejoins: expected.
-        const timer = setInterval(
-          () => heartbeat().catch(() => {}),
-          HEARTBEAT_WHILE_BLOCKED_MS,
-        );
-        try {
-          await consumer.handle(batch.messages.map((message) => ({
+        // The job may hold the batch (a closed window queued, an outage).
+        await heartbeatingWhile(heartbeat, () =>
+          consumer.handle(batch.messages.map((message) => ({
             topic: batch.topic,
             partition: batch.partition,
             offset: message.offset,
             key: message.key?.toString("utf8") ?? null,
             value: message.value ? new Uint8Array(message.value) : null,
             timestamp: Number(message.timestamp),
-          })));
-        } finally {
-          clearInterval(timer);
-        }
+          }))));
       },
     });
   }
