@@ -45,7 +45,6 @@ import type {
   ConsumptionRow,
   DedupStore,
   EnrolmentRow,
-  EnrolmentWrite,
   EventSink,
   IdSource,
   OutputEvent,
@@ -442,17 +441,10 @@ async function applyEffects(
   const { sink, isolate } = run.deps;
   const withEvents = live.filter((p) => p.plan.contentEvents.length > 0);
   const [unwritten, unsent] = await allSettled([
-    writeProgress(
-      run,
-      "write-progress",
-      live,
-      (p) =>
-        p.plan.contentEvents.length > 0 ? { ...NO_WRITES, aggregates: p.plan.aggregates } : {
-          counters: p.plan.counters,
-          aggregates: p.plan.aggregates,
-          enrolments: inProgressRow(p),
-        },
-    ),
+    writeProgress(run, "write-progress", live, (p) => ({
+      ...(p.plan.contentEvents.length > 0 ? NO_WRITES : countersAndRow(p)),
+      aggregates: p.plan.aggregates,
+    })),
     (async () => {
       await eventsAfter;
       return runIsolated(
@@ -464,11 +456,7 @@ async function applyEffects(
     })(),
   ]);
   const sent = withEvents.filter((p) => !unwritten.has(p) && !unsent.has(p));
-  const uncounted = await writeProgress(run, "write-counters", sent, (p) => ({
-    ...NO_WRITES,
-    counters: p.plan.counters,
-    enrolments: inProgressRow(p),
-  }));
+  const uncounted = await writeProgress(run, "write-counters", sent, countersAndRow);
   const failures = [unwritten, unsent, uncounted];
   const stageNames = ["write-progress", "send-events", "write-counters"];
   const applied: PlannedEnrolment[] = [];
@@ -483,9 +471,14 @@ async function applyEffects(
 
 const NO_WRITES: ProgressWrites = { counters: [], aggregates: [], enrolments: [] };
 
-/** The enrolment's row update when it stays in progress (a completion is written in step 8). */
-function inProgressRow(p: PlannedEnrolment): EnrolmentWrite[] {
-  return p.plan.enrolment !== null && !p.plan.completed ? [p.plan.enrolment] : [];
+/**
+ * What of an enrolment waits for its content AUDIT events: its counters, and
+ * its row update when it stays in progress (one partition, one request; a
+ * completion is written in step 8).
+ */
+function countersAndRow(p: PlannedEnrolment): ProgressWrites {
+  const row = p.plan.enrolment !== null && !p.plan.completed ? [p.plan.enrolment] : [];
+  return { counters: p.plan.counters, aggregates: [], enrolments: row };
 }
 
 /** One write stage: what `writesOf` picks of each enrolment, isolated per enrolment. */
@@ -503,10 +496,11 @@ function writeProgress(
       aggregates: picked.flatMap((w) => w.aggregates),
       enrolments: picked.flatMap((w) => w.enrolments),
     };
-    const count = writes.counters.length + writes.aggregates.length + writes.enrolments.length;
-    if (count === 0) return;
     await progress.writeProgress(writes);
-    metrics.inc("dbWrites", count);
+    metrics.inc(
+      "dbWrites",
+      writes.counters.length + writes.aggregates.length + writes.enrolments.length,
+    );
   }, isolate);
 }
 
