@@ -78,15 +78,7 @@ Deno.test(
         assert.equal(enrolment?.status, 2, key.userId);
         assert.equal(enrolment?.progress, 3, key.userId);
       }
-      // Read both topics to their ends: every event the job sent is counted.
-      await waitFor(
-        "the certificate topic read to its end",
-        async () => certs.length === await endOffset(stack, stack.topics.cert),
-      );
-      await waitFor(
-        "the AUDIT topic read to its end",
-        async () => audits.length === await endOffset(stack, stack.topics.audit),
-      );
+      await readToEnd(stack, { certs, audits });
       const certUsers = certs.map((c) => (c.edata as { userIds: string[] }).userIds[0]);
       const completed = audits
         .filter((a) => (a.edata as { type: string }).type === "enrol-complete")
@@ -159,14 +151,7 @@ Deno.test(
         async () => (await stack.committedInput()) === events.length,
         60_000,
       );
-      await waitFor(
-        "the AUDIT topic read to its end",
-        async () => audits.length === await endOffset(stack, stack.topics.audit),
-      );
-      await waitFor(
-        "the certificate topic read to its end",
-        async () => certs.length === await endOffset(stack, stack.topics.cert),
-      );
+      await readToEnd(stack, { certs, audits });
       assert.equal(certs.length, keys.length, "one certificate per completion");
       assert.equal(
         audits.length,
@@ -213,6 +198,21 @@ async function seedCompletableEnrolments(stack: Stack, courseId: string, count: 
 /** Whether `job` has taken batches: KafkaJS reports a partition's lag once its handler returns. */
 async function consumerLagReported(job: JobProcess): Promise<boolean> {
   return (await job.metrics()).includes("activity_agg_consumer_lag{");
+}
+
+/** Waits until both collections hold their topic to its end: every event the job sent is counted. */
+async function readToEnd(
+  stack: Stack,
+  collected: { certs: unknown[]; audits: unknown[] },
+): Promise<void> {
+  await waitFor(
+    "the certificate topic read to its end",
+    async () => collected.certs.length === await endOffset(stack, stack.topics.cert),
+  );
+  await waitFor(
+    "the AUDIT topic read to its end",
+    async () => collected.audits.length === await endOffset(stack, stack.topics.audit),
+  );
 }
 
 /** The end offset of a one-partition topic: how many events it holds. */

@@ -25,11 +25,6 @@ export class HoldingProxy {
     return this.#listener.addr.port;
   }
 
-  /** Connections accepted and still open. */
-  get connections(): number {
-    return this.#connections.size / 2;
-  }
-
   /** Stops forwarding until {@linkcode release}. */
   hold(): void {
     this.#released ??= Promise.withResolvers<void>();
