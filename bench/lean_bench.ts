@@ -40,7 +40,7 @@
  */
 
 import { loadConfig } from "../lib/config.ts";
-import { JobProcess, type Stack } from "../tests/support/stack.ts";
+import { JobProcess, type Stack, waitFor } from "../tests/support/stack.ts";
 import {
   connectDrivers,
   countRequests,
@@ -288,15 +288,13 @@ async function jobWindowsOf(job: JobProcess, events: Record<string, unknown>[]) 
     for (const w of windows) for (const c of w) last.set(c.partition, Number(c.offset));
     return [...last.values()].reduce((a, b) => a + b, 0);
   };
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const windows = job.records()
+  const windows = await waitFor("the job's window lines to cover the backlog", () => {
+    const lines = job.records()
       .filter((r) => r.message === "window done")
       .map((r) => r.properties.commits as JobWindowCommits);
-    if (committed(windows) >= events.length) return jobWindowEvents(events, windows);
-    if (Date.now() > deadline) throw new Error("the job's window lines do not cover the backlog");
-    await sleep(100);
-  }
+    return committed(lines) >= events.length ? lines : null;
+  }, 10_000);
+  return jobWindowEvents(events, windows);
 }
 
 /** Drains one backlog, measures latency after it when asked, then the ceiling. */
