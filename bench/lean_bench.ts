@@ -7,7 +7,7 @@
  * `scripts/deno.sh run --allow-all bench/lean_bench.ts`.
  * Options: `--backlogs=10000,50000 --interval=1s --seed=7 --timeout=600
  * --ceiling-concurrency=16,32,64 --latency-seconds=20 --latency-fraction=0.5 --latency-rate=<events/s>
- * --v8-flags=<flags>|none --malloc-env=none --job-env=KEY=VALUE;KEY=VALUE --job-deno-flags=<flags>
+ * --v8-flags=<flags>|none --malloc-env=none|KEY=VALUE;KEY=VALUE --job-env=KEY=VALUE;KEY=VALUE --job-deno-flags=<flags>
  * --no-ceiling --json` (`--latency-seconds=0` skips the
  * latency phase).
  *
@@ -79,7 +79,11 @@ export interface LeanOptions {
   latencyRate: number;
   /** V8 flags for the job, comma-separated; "" for none. */
   v8Flags: string;
-  /** The allocator settings of `scripts/compile.sh` (`--malloc-env=none`: glibc's defaults). */
+  /**
+   * The allocator settings of `scripts/compile.sh` (`--malloc-env=none`: glibc's
+   * defaults; `--malloc-env=KEY=VALUE;KEY=VALUE`: others, for the job and its
+   * runtime's replay alike).
+   */
   mallocEnv: Record<string, string>;
   /** More environment for the job (`--job-env=KEY=VALUE;KEY=VALUE`), e.g. other fetch sizes. */
   jobEnv: Record<string, string>;
@@ -773,6 +777,16 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
   return lines.join("\n");
 }
 
+/** `KEY=VALUE;KEY=VALUE` as an environment. */
+function assignments(list: string): Record<string, string> {
+  return Object.fromEntries(
+    list.split(";").filter((kv) => kv.includes("=")).map((kv) => {
+      const i = kv.indexOf("=");
+      return [kv.slice(0, i), kv.slice(i + 1)];
+    }),
+  );
+}
+
 if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
   // The child of ceilingInJobRuntime: one measurement, as JSON on the last line.
   const request = await Deno.readTextFile(Deno.args[0].slice("--ceiling-child=".length));
@@ -787,6 +801,7 @@ if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
 } else if (import.meta.main) {
   const { num, list, str, has } = flags(Deno.args);
   const v8 = str("v8-flags", "");
+  const malloc = str("malloc-env", "");
   const opts: LeanOptions = {
     backlogs: list("backlogs", [10_000, 50_000]),
     interval: str("interval", "1s"),
@@ -797,14 +812,9 @@ if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
     latencyFraction: num("latency-fraction", 0.5),
     latencyRate: num("latency-rate", 0),
     v8Flags: v8 === "none" ? "" : v8 || await jobV8Flags(),
-    mallocEnv: str("malloc-env", "") === "none" ? {} : await jobMallocEnv(),
+    mallocEnv: malloc === "none" ? {} : malloc ? assignments(malloc) : await jobMallocEnv(),
     jobDenoFlags: str("job-deno-flags", "").split(",").filter(Boolean),
-    jobEnv: Object.fromEntries(
-      str("job-env", "").split(";").filter((kv) => kv.includes("=")).map((kv) => {
-        const i = kv.indexOf("=");
-        return [kv.slice(0, i), kv.slice(i + 1)];
-      }),
-    ),
+    jobEnv: assignments(str("job-env", "")),
   };
   const result = await runLean(opts);
   console.log(has("json") ? JSON.stringify(result) : formatLean(result));

@@ -17,11 +17,15 @@
 #
 # V8 flags (`--v8-flags`, embedded in the binary; `deno task start` passes
 # the same): a young generation of at most 2 x 4 MiB instead of V8's 2 x 32
-# MiB, and `gc()` exposed, which the job calls between windows once more
-# than 24 MiB of heap are in use (lib/heap.ts), so the heap and the buffers
-# only its collections free stay flat under a backlog: peak RSS ~120–140
-# instead of ~220–250 MiB. (V8's optimize-for-size mode held memory too, but
-# at nearly twice the CPU per unit.) See "Lean and fast" in bench/README.md.
+# MiB, every collection on the main thread (`--single-threaded-gc`), and
+# `gc()` exposed, which the job calls between windows once more than 24 MiB
+# of heap are in use (lib/heap.ts), so the heap and the buffers only its
+# collections free stay flat under a backlog: peak RSS ~120–135 instead of
+# ~220–250 MiB. With V8's concurrent marking and sweeping on worker threads,
+# a 50,000-message drain peaked 15–17 % above a 10,000-message one; on the
+# main thread 9 %, at the same CPU per unit (on 2 cores the workers had no
+# idle core to use). (V8's optimize-for-size mode held memory too, but at
+# nearly twice the CPU per unit.) See "Lean and fast" in bench/README.md.
 #
 # Allocator settings (glibc reads them from the environment at start, so a
 # binary cannot carry them: the image sets them with ENV and `deno task start`
@@ -42,7 +46,7 @@
 set -euo pipefail
 
 PERMISSIONS=(--allow-net --allow-env --allow-read)
-V8_FLAGS="--max-semi-space-size=4,--expose-gc"
+V8_FLAGS="--max-semi-space-size=4,--single-threaded-gc,--expose-gc"
 MALLOC_ENV=(MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=16384 MALLOC_TRIM_THRESHOLD_=65536 MALLOC_TOP_PAD_=0)
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
