@@ -227,13 +227,34 @@ async function cpuSpan(pid: number | "self") {
   };
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Busy share of the machine below which a timed phase may start. */
+const QUIET_BUSY = 0.25;
+/** Longest wait for a quiet machine before a timed phase starts anyway. */
+const QUIET_MAX_SECONDS = 60;
+
+/**
+ * Waits until the machine is below {@linkcode QUIET_BUSY} over one second
+ * (at most {@linkcode QUIET_MAX_SECONDS}), so that the compactions and
+ * flushes a previous phase left to Cassandra and Kafka do not land in the
+ * next one. Returns the seconds waited.
+ */
+async function quietMachine(): Promise<number> {
+  const started = performance.now();
+  while ((performance.now() - started) / 1000 < QUIET_MAX_SECONDS) {
+    const span = await cpuSpan("self");
+    await sleep(1000);
+    if ((await span()).machineBusy < QUIET_BUSY) break;
+  }
+  return (performance.now() - started) / 1000;
+}
+
 /** `getconf CLK_TCK` on Linux. */
 const CLOCK_TICKS = 100;
 
 /** How long the job idles after a drain before what it keeps is measured. */
 const IDLE_SECONDS = 15;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * Waits until the job has committed `total` messages (a commit follows the
@@ -332,6 +353,7 @@ async function runBacklog(
     for (let i = 0; i < run.events.length; i += 500) {
       await stack.produce(run.events.slice(i, i + 500));
     }
+    console.error(`quiet machine after ${fmt(await quietMachine(), 1)} s; the job starts`);
     job = new JobProcess(
       stack.envForJob({
         THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
@@ -553,6 +575,9 @@ async function measureCeiling(
       await replay(recorded.windows.slice(0, 1), drivers, 32);
       const byConcurrency = [];
       for (const concurrency of opts.ceilingConcurrency) {
+        console.error(
+          `quiet machine after ${fmt(await quietMachine(), 1)} s; replay at ${concurrency}`,
+        );
         const replayCpu = await cpuSpan("self");
         const seconds = await replay(recorded.windows, drivers, concurrency);
         const cpu = await replayCpu();
