@@ -98,6 +98,11 @@ export interface DrainResult {
   enrolments: number;
   drainSeconds: number;
   unitsPerSecond: number;
+  /**
+   * Units per second from the end of the job's first window to the end of
+   * its last: warm, as the replay is after its warm-up window.
+   */
+  warmUnitsPerSecond: number;
   windows: number;
   /** CPU seconds the job used while draining, and the machine's busy share meanwhile. */
   cpu: { seconds: number; machineBusy: number };
@@ -313,13 +318,19 @@ async function jobWindowsOf(job: JobProcess, events: Record<string, unknown>[]) 
     for (const w of windows) for (const c of w) last.set(c.partition, Number(c.offset));
     return [...last.values()].reduce((a, b) => a + b, 0);
   };
-  const windows = await waitFor("the job's window lines to cover the backlog", () => {
-    const lines = job.records()
-      .filter((r) => r.message === "window done")
-      .map((r) => r.properties.commits as JobWindowCommits);
-    return committed(lines) >= events.length ? lines : null;
+  const lines = await waitFor("the job's window lines to cover the backlog", () => {
+    const done = job.records().filter((r) => r.message === "window done");
+    return committed(done.map((r) => r.properties.commits as JobWindowCommits)) >= events.length
+      ? done
+      : null;
   }, 10_000);
-  return jobWindowEvents(events, windows);
+  // The job's rate once its first window is done, from its own log times.
+  const at = (r: (typeof lines)[number]) => Date.parse(r["@timestamp"]);
+  const warmUnits = lines.slice(1).reduce((n, r) => n + Number(r.properties.units), 0);
+  return {
+    windows: jobWindowEvents(events, lines.map((r) => r.properties.commits as JobWindowCommits)),
+    warmUnitsPerSecond: warmUnits / ((at(lines.at(-1)!) - at(lines[0])) / 1000),
+  };
 }
 
 /** Drains one backlog, measures latency after it when asked, then the ceiling. */
@@ -391,7 +402,7 @@ async function runBacklog(
     const cpu = await drainCpu();
     const afterDrain = await job.metrics();
     const drainMemory = await memoryOf(pid);
-    const jobWindows = await jobWindowsOf(job, run.events);
+    const { windows: jobWindows, warmUnitsPerSecond } = await jobWindowsOf(job, run.events);
 
     // Correctness of the backlog, before anything else reaches the output topics.
     const outputs = {
@@ -479,6 +490,7 @@ async function runBacklog(
         enrolments: run.data.length,
         drainSeconds,
         unitsPerSecond: run.units / drainSeconds,
+        warmUnitsPerSecond,
         windows: sizes?.count ?? 0,
         cpu,
         windowUnits: sizes ? sizes.sum / Math.max(1, sizes.count) : NaN,
@@ -668,6 +680,14 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
     [
       "**job / ceiling**",
       ...col((d) => `**${fmt(100 * d.unitsPerSecond / d.ceiling.unitsPerSecond)} %**`),
+    ],
+    [
+      "job after its first window (warm, as the replay is), units/s; / ceiling",
+      ...col((d) =>
+        `${fmt(d.warmUnitsPerSecond)}; ${
+          fmt(100 * d.warmUnitsPerSecond / d.ceiling.unitsPerSecond)
+        } %`
+      ),
     ],
     [
       "**peak RSS** (VmHWM) / sampled max",

@@ -483,7 +483,12 @@ export class JobProcess {
   }
 
   /** The JSON log records printed so far. */
-  records(): { level: string; message: string; properties: Record<string, unknown> }[] {
+  records(): {
+    "@timestamp": string;
+    level: string;
+    message: string;
+    properties: Record<string, unknown>;
+  }[] {
     return this.log.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
   }
 
