@@ -6,10 +6,11 @@
  * Run: `bash bench/run.sh` (saves the output under bench/results/), or
  * `scripts/deno.sh run --allow-all bench/lean_bench.ts`.
  * Options: `--backlogs=10000,50000 --interval=1s --seed=7 --timeout=600
- * --ceiling-concurrency=16,32,64 --latency-seconds=20 --latency-fraction=0.5 --latency-rate=<events/s>
- * --v8-flags=<flags>|none --malloc-env=none|KEY=VALUE;KEY=VALUE --job-env=KEY=VALUE;KEY=VALUE --job-deno-flags=<flags>
- * --no-ceiling --json` (`--latency-seconds=0` skips the
- * latency phase).
+ * --ceiling-concurrency=16,32,64 --latency-seconds=20 --latency-fraction=0.5
+ * --latency-rate=<events/s> --v8-flags=<flags>|none
+ * --malloc-env=none|KEY=VALUE;KEY=VALUE --job-env=KEY=VALUE;KEY=VALUE
+ * --job-deno-flags=<flags> --no-ceiling --json` (`--latency-seconds=0` skips
+ * the latency phase).
  *
  * For each backlog (input messages, ~2 units each, on 4 partitions; one
  * enrolment per ~10 messages) the job starts as a child process with the
@@ -24,7 +25,8 @@
  * the same workload (a copy with ids of its own, seeded the same, cut into
  * the job's own windows, which the commits of its `window done` lines name)
  * on the bare drivers, at each `--ceiling-concurrency`; the best is the
- * ceiling.
+ * ceiling. The job starts, and each replay starts, once the machine is
+ * quiet ({@linkcode quietMachine}).
  *
  * Latency: after the first backlog, events for new enrolments arrive at
  * `--latency-fraction` of the rate the job drained it at, for
