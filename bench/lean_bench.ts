@@ -245,16 +245,17 @@ const QUIET_MAX_SECONDS = 60;
  * Waits until the machine is below {@linkcode QUIET_BUSY} over one second
  * (at most {@linkcode QUIET_MAX_SECONDS}), so that the compactions and
  * flushes a previous phase left to Cassandra and Kafka do not land in the
- * next one. Returns the seconds waited.
+ * next one. Says on stderr how long it waited before `phase`.
  */
-async function quietMachine(): Promise<number> {
+async function quietMachine(phase: string): Promise<void> {
   const started = performance.now();
-  while ((performance.now() - started) / 1000 < QUIET_MAX_SECONDS) {
+  const waited = () => (performance.now() - started) / 1000;
+  while (waited() < QUIET_MAX_SECONDS) {
     const span = await cpuSpan("self");
     await sleep(1000);
     if ((await span()).machineBusy < QUIET_BUSY) break;
   }
-  return (performance.now() - started) / 1000;
+  console.error(`quiet machine after ${fmt(waited(), 1)} s; ${phase}`);
 }
 
 /** `getconf CLK_TCK` on Linux. */
@@ -320,17 +321,17 @@ async function jobWindowsOf(job: JobProcess, events: Record<string, unknown>[]) 
     for (const w of windows) for (const c of w) last.set(c.partition, Number(c.offset));
     return [...last.values()].reduce((a, b) => a + b, 0);
   };
+  const commitsOf = (r: { properties: Record<string, unknown> }) =>
+    r.properties.commits as JobWindowCommits;
   const lines = await waitFor("the job's window lines to cover the backlog", () => {
     const done = job.records().filter((r) => r.message === "window done");
-    return committed(done.map((r) => r.properties.commits as JobWindowCommits)) >= events.length
-      ? done
-      : null;
+    return committed(done.map(commitsOf)) >= events.length ? done : null;
   }, 10_000);
   // The job's rate once its first window is done, from its own log times.
   const at = (r: (typeof lines)[number]) => Date.parse(r["@timestamp"]);
   const warmUnits = lines.slice(1).reduce((n, r) => n + Number(r.properties.units), 0);
   return {
-    windows: jobWindowEvents(events, lines.map((r) => r.properties.commits as JobWindowCommits)),
+    windows: jobWindowEvents(events, lines.map(commitsOf)),
     warmUnitsPerSecond: warmUnits / ((at(lines.at(-1)!) - at(lines[0])) / 1000),
   };
 }
@@ -366,7 +367,7 @@ async function runBacklog(
     for (let i = 0; i < run.events.length; i += 500) {
       await stack.produce(run.events.slice(i, i + 500));
     }
-    console.error(`quiet machine after ${fmt(await quietMachine(), 1)} s; the job starts`);
+    await quietMachine("the job starts");
     job = new JobProcess(
       stack.envForJob({
         THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
@@ -589,9 +590,7 @@ async function measureCeiling(
       await replay(recorded.windows.slice(0, 1), drivers, 32);
       const byConcurrency = [];
       for (const concurrency of opts.ceilingConcurrency) {
-        console.error(
-          `quiet machine after ${fmt(await quietMachine(), 1)} s; replay at ${concurrency}`,
-        );
+        await quietMachine(`replay at ${concurrency}`);
         const replayCpu = await cpuSpan("self");
         const seconds = await replay(recorded.windows, drivers, concurrency);
         const cpu = await replayCpu();
