@@ -53,6 +53,8 @@ import {
   type RequestCounts,
 } from "./ceiling.ts";
 import { flags, fmt, markdownTable, mib } from "./data.ts";
+import { stackCassandra } from "../tests/support/stack.ts";
+import { keyspaceOfOwn, type ServiceCpu, serviceCpuSpan, settleCassandra } from "./stack_state.ts";
 import {
   assertRedisUnchanged,
   generateRun,
@@ -108,6 +110,8 @@ export interface DrainResult {
   windows: number;
   /** CPU seconds the job used while draining, and the machine's busy share meanwhile. */
   cpu: { seconds: number; machineBusy: number };
+  /** CPU seconds the stack's services used while the job drained. */
+  services: ServiceCpu;
   /** Mean units per window, mean processing time, and the share of the drain inside windows. */
   windowUnits: number;
   windowMs: number;
@@ -128,6 +132,8 @@ export interface DrainResult {
       /** CPU seconds of the replaying process, and the machine's busy share meanwhile. */
       cpuSeconds: number;
       machineBusy: number;
+      /** CPU seconds the stack's services used meanwhile. */
+      services: ServiceCpu;
     }[];
     unitsPerSecond: number;
     /**
@@ -242,12 +248,15 @@ const QUIET_BUSY = 0.25;
 const QUIET_MAX_SECONDS = 60;
 
 /**
- * Waits until the machine is below {@linkcode QUIET_BUSY} over one second
- * (at most {@linkcode QUIET_MAX_SECONDS}), so that the compactions and
- * flushes a previous phase left to Cassandra and Kafka do not land in the
- * next one. Says on stderr how long it waited before `phase`.
+ * Readies the stack for a timed phase: Cassandra's memtables of the run's
+ * keyspace flushed and its compactions finished ({@linkcode settleCassandra}),
+ * then the machine below {@linkcode QUIET_BUSY} over one second (at most
+ * {@linkcode QUIET_MAX_SECONDS}), so that what a previous phase left to
+ * Cassandra and Kafka does not land in the next one. Says on stderr how long
+ * it waited before `phase`.
  */
 async function quietMachine(phase: string): Promise<void> {
+  const settled = await settleCassandra(stackCassandra().keyspace);
   const started = performance.now();
   const waited = () => (performance.now() - started) / 1000;
   while (waited() < QUIET_MAX_SECONDS) {
@@ -255,7 +264,11 @@ async function quietMachine(phase: string): Promise<void> {
     await sleep(1000);
     if ((await span()).machineBusy < QUIET_BUSY) break;
   }
-  console.error(`quiet machine after ${fmt(waited(), 1)} s; ${phase}`);
+  console.error(
+    `cassandra settled after ${fmt(settled, 1)} s, quiet machine after ${
+      fmt(waited(), 1)
+    } s; ${phase}`,
+  );
 }
 
 /** `getconf CLK_TCK` on Linux. */
@@ -336,6 +349,52 @@ async function jobWindowsOf(job: JobProcess, events: Record<string, unknown>[]) 
   };
 }
 
+/** The job on `stack` with the run's interval, V8 flags, allocator settings and environment. */
+function startJob(stack: Stack, opts: LeanOptions, denoFlags: string[] = []): JobProcess {
+  return new JobProcess(
+    stack.envForJob({
+      THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
+      ...(opts.v8Flags ? { DENO_V8_FLAGS: opts.v8Flags } : {}),
+      ...opts.mallocEnv,
+      ...opts.jobEnv,
+    }),
+    ["run"],
+    { denoFlags },
+  );
+}
+
+/** Messages of the warm-up drain before the first backlog. */
+const WARM_UP_MESSAGES = 2000;
+
+/**
+ * Warms the stack's JVMs for the run's keyspace: a job of its own drains a
+ * small workload of its own. Without it the first timed phase, the job's
+ * drain, paid Cassandra's JIT compilation for the new tables (1.2 CPU-seconds
+ * of its compiler threads in a 10k drain, against 0.2 in the replays after).
+ */
+async function warmUp(opts: LeanOptions): Promise<void> {
+  const run = generateRun({
+    enrolments: WARM_UP_MESSAGES / 10,
+    events: WARM_UP_MESSAGES,
+    courses: 20,
+    rows: 10,
+    completing: 0.1,
+    seed: opts.seed + 2,
+  });
+  const stack = await openStack(1);
+  let job: JobProcess | null = null;
+  try {
+    await seed(stack, run.data);
+    await stack.produce(run.events);
+    job = startJob(stack, opts);
+    await job.ready();
+    await waitProcessed(stack, job, run.events.length, opts.timeoutSeconds * 1000);
+  } finally {
+    await job?.stop();
+    await stack.close();
+  }
+}
+
 /** Drains one backlog, measures latency after it when asked, then the ceiling. */
 async function runBacklog(
   messages: number,
@@ -368,16 +427,7 @@ async function runBacklog(
       await stack.produce(run.events.slice(i, i + 500));
     }
     await quietMachine("the job starts");
-    job = new JobProcess(
-      stack.envForJob({
-        THRESHOLD_BATCH_READ_INTERVAL: opts.interval,
-        ...(opts.v8Flags ? { DENO_V8_FLAGS: opts.v8Flags } : {}),
-        ...opts.mallocEnv,
-        ...opts.jobEnv,
-      }),
-      ["run"],
-      { denoFlags: opts.jobDenoFlags },
-    );
+    job = startJob(stack, opts, opts.jobDenoFlags);
     const pid = job.pid;
     let sampling = true;
     let sampledMax = 0;
@@ -400,9 +450,11 @@ async function runBacklog(
     const readyMib = (await memoryOf(pid))?.rss ?? NaN;
     const ready = performance.now();
     const drainCpu = await cpuSpan(pid);
+    const drainServices = await serviceCpuSpan();
     await waitProcessed(stack, job, run.events.length, opts.timeoutSeconds * 1000);
     const drainSeconds = (performance.now() - ready) / 1000;
     const cpu = await drainCpu();
+    const services = await drainServices();
     const afterDrain = await job.metrics();
     const drainMemory = await memoryOf(pid);
     const { windows: jobWindows, warmUnitsPerSecond } = await jobWindowsOf(job, run.events);
@@ -496,6 +548,7 @@ async function runBacklog(
         warmUnitsPerSecond,
         windows: sizes?.count ?? 0,
         cpu,
+        services,
         windowUnits: sizes ? sizes.sum / Math.max(1, sizes.count) : NaN,
         windowMs: durations ? 1000 * durations.sum / Math.max(1, durations.count) : NaN,
         inWindowsShare: durations ? durations.sum / drainSeconds : NaN,
@@ -592,14 +645,17 @@ async function measureCeiling(
       for (const concurrency of opts.ceilingConcurrency) {
         await quietMachine(`replay at ${concurrency}`);
         const replayCpu = await cpuSpan("self");
+        const replayServices = await serviceCpuSpan();
         const seconds = await replay(recorded.windows, drivers, concurrency);
         const cpu = await replayCpu();
+        const services = await replayServices();
         byConcurrency.push({
           concurrency,
           seconds,
           unitsPerSecond: run.units / seconds,
           cpuSeconds: cpu.seconds,
           machineBusy: cpu.machineBusy,
+          services,
         });
       }
       await assertRedisUnchanged(stack, runId);
@@ -622,17 +678,23 @@ async function measureCeiling(
 export async function runLean(opts: LeanOptions) {
   const drains: DrainResult[] = [];
   let latency: LatencyResult | null = null;
-  for (const [i, messages] of opts.backlogs.entries()) {
-    const result = await withRestartRetry(() =>
-      runBacklog(messages, opts, i === 0 && opts.latencySeconds > 0)
-    );
-    drains.push(result.drain);
-    latency ??= result.latency;
-    console.error(
-      `backlog ${fmt(messages)}: ${fmt(result.drain.unitsPerSecond)} units/s, ceiling ${
-        fmt(result.drain.ceiling.unitsPerSecond)
-      }, peak RSS ${mib(result.drain.rss.peakMib * 1048576)} MiB`,
-    );
+  const keyspace = await keyspaceOfOwn();
+  try {
+    await withRestartRetry(() => warmUp(opts));
+    for (const [i, messages] of opts.backlogs.entries()) {
+      const result = await withRestartRetry(() =>
+        runBacklog(messages, opts, i === 0 && opts.latencySeconds > 0)
+      );
+      drains.push(result.drain);
+      latency ??= result.latency;
+      console.error(
+        `backlog ${fmt(messages)}: ${fmt(result.drain.unitsPerSecond)} units/s, ceiling ${
+          fmt(result.drain.ceiling.unitsPerSecond)
+        }, peak RSS ${mib(result.drain.rss.peakMib * 1048576)} MiB`,
+      );
+    }
+  } finally {
+    await keyspace.drop();
   }
   const units = drains.reduce((n, d) => n + d.units, 0);
   const jobRate = units / drains.reduce((s, d) => s + d.drainSeconds, 0);
@@ -721,6 +783,21 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
         return `${perK(d.cpu.seconds)} / ${best ? perK(best.cpuSeconds) : "–"} / ${
           same ? perK(same.cpuSeconds) : "–"
         }; ${fmt(100 * d.cpu.machineBusy)} / ${best ? fmt(100 * best.machineBusy) : "–"} %`;
+      }),
+    ],
+    [
+      "stack CPU ms per 1,000 units while draining / replaying (best): Cassandra (of it compaction); Kafka; Redis",
+      ...col((d) => {
+        const best = d.ceiling.byConcurrency.find((b) =>
+          b.unitsPerSecond === d.ceiling.unitsPerSecond
+        );
+        const perK = (seconds: number) => fmt(1e6 * seconds / d.units);
+        const of = (s: ServiceCpu | undefined, f: (s: ServiceCpu) => string) => s ? f(s) : "–";
+        const both = (f: (s: ServiceCpu) => string) =>
+          `${f(d.services)} / ${of(best?.services, f)}`;
+        return `${both((s) => `${perK(s.cassandra)} (${perK(s.compaction)})`)}; ${
+          both((s) => perK(s.kafka))
+        }; ${both((s) => perK(s.redis))}`;
       }),
     ],
     ["windows (job / ceiling)", ...col((d) => `${fmt(d.windows)} / ${fmt(d.ceiling.windows)}`)],

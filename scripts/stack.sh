@@ -8,6 +8,7 @@
 #   scripts/stack.sh status                             one line per service; exit 1 unless all run
 #   scripts/stack.sh env                                KEY=value lines pointing the job at the stack
 #   scripts/stack.sh reset                              stop all and wipe their data (jars are kept)
+#   scripts/stack.sh nodetool <command> [args]          Cassandra's nodetool on the stack (JMX, loopback)
 #
 # `up` is idempotent: a service that already answers on its port is reused, also
 # when another clone started it. Kafka and Cassandra run from Maven Central jars
@@ -345,6 +346,17 @@ start_cassandra() {
   echo started
 }
 
+# Cassandra's nodetool from the same jars, over the loopback JMX port.
+cmd_nodetool() {
+  need_java
+  [ -d "$(cassandra_lib)" ] || die "no Cassandra jars in $(cassandra_lib): run scripts/stack.sh up first"
+  local -a opens
+  mapfile -t opens < <(grep -E '^--add-' "$CONF/cassandra-jvm.options")
+  java "${opens[@]}" "-Dlogback.configurationFile=file://$CONF/logback-tools.xml" \
+    -cp "$(cassandra_lib)/*" org.apache.cassandra.tools.NodeTool \
+    -h 127.0.0.1 -p "$CASSANDRA_JMX_PORT" "$@"
+}
+
 wait_cassandra() {
   local logs="$STACK/logs/cassandra"
   # The native (CQL) port opens last in Cassandra's startup, so an open port is
@@ -504,9 +516,10 @@ main() {
     status) cmd_status ;;
     env) cmd_env ;;
     reset) cmd_reset ;;
+    nodetool) cmd_nodetool "$@" ;;
     redis | kafka | cassandra) cmd_up "$cmd" "$@" ;;
     -h | --help | help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-    *) die "unknown command: $cmd (up, stop, status, env, reset)" ;;
+    *) die "unknown command: $cmd (up, stop, status, env, reset, nodetool)" ;;
   esac
 }
 
