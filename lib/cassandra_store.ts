@@ -27,12 +27,9 @@ import type {
 /**
  * Requests in flight at once for one `writeProgress`/`writeEnrolments` call.
  * Different partitions go concurrently; the bound keeps a 1000-unit window
- * from queueing thousands of requests on one connection at once. Requests
- * that arrive densely cost Cassandra less each than a trickle (its request
- * threads park less): 64 rather than 32 measured about a tenth less
- * Cassandra CPU per unit (bench/README.md, seventh session).
+ * from queueing thousands of requests on one connection at once.
  */
-const WRITE_CONCURRENCY = 64;
+const WRITE_CONCURRENCY = 32;
 
 /** A statement with its parameters and the partition it writes, for grouping. */
 interface Statement {

@@ -30,8 +30,8 @@ const log = logger("job");
 /** The outage stage of a consumer that KafkaJS is restarting. */
 const CONSUMER_STAGE = "kafka-consumer";
 
-/** Partition reads in flight at once per window; as dense as the writes (cassandra_store.ts). */
-const READ_CONCURRENCY = 64;
+/** Partition reads in flight at once per window. */
+const READ_CONCURRENCY = 32;
 
 /**
  * V8 heap in use above which a window's end brings a full collection (with
