@@ -479,6 +479,7 @@ async function runBacklog(
     if (latency) {
       const rate = opts.latencyRate || opts.latencyFraction * run.events.length / drainSeconds;
       const events = steady.events.slice(0, Math.round(rate * opts.latencySeconds));
+      await quietMachine("the latency phase starts");
       const before = await job.metrics();
       const sentRate = await paced(stack, events, rate);
       await waitProcessed(stack, job, run.events.length + events.length, 120_000);
