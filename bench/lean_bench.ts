@@ -155,6 +155,10 @@ export interface LatencyResult {
   mean: number;
   windowUnits: number;
   windowMs: number;
+  /** The job's CPU seconds from the first event sent to the last committed, and the machine's busy share. */
+  cpu: { seconds: number; machineBusy: number };
+  /** Units the phase's events carry. */
+  units: number;
   histogram: Histogram;
 }
 
@@ -310,6 +314,14 @@ async function waitProcessed(
     }
     await sleep(100);
   }
+}
+
+/** Units (completed contents) that `events` carry. */
+function unitsOf(events: Record<string, unknown>[]): number {
+  return events.reduce(
+    (n, e) => n + ((e.edata as { contents?: unknown[] }).contents?.length ?? 0),
+    0,
+  );
 }
 
 /** Sends `events` at `rate` per second (paced by the clock, in 100 ms ticks). */
@@ -481,8 +493,10 @@ async function runBacklog(
       const events = steady.events.slice(0, Math.round(rate * opts.latencySeconds));
       await quietMachine("the latency phase starts");
       const before = await job.metrics();
+      const phaseCpu = await cpuSpan(pid);
       const sentRate = await paced(stack, events, rate);
       await waitProcessed(stack, job, run.events.length + events.length, 120_000);
+      const cpu = await phaseCpu();
       const after = await job.metrics();
       const diff = (name: string) => subtract(histogram(after, name)!, histogram(before, name));
       const h = diff(LATENCY);
@@ -491,6 +505,8 @@ async function runBacklog(
       latencyResult = {
         rate: sentRate,
         events: events.length,
+        cpu,
+        units: unitsOf(events),
         p50: quantile(h, 0.5),
         p95: quantile(h, 0.95),
         p99: quantile(h, 0.99),
@@ -873,7 +889,9 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
       }: ${fmt(latency.events)} events at ${fmt(latency.rate)}/s; mean window ${
         fmt(latency.windowUnits)
       } units, ` +
-        `${fmt(latency.windowMs)} ms processing`,
+        `${fmt(latency.windowMs)} ms processing; job CPU ${
+          fmt(1e6 * latency.cpu.seconds / latency.units)
+        } ms per 1,000 units, machine ${fmt(100 * latency.cpu.machineBusy)} % busy`,
       "",
       markdownTable([
         ["p50", "p95", "p99", "mean", "target (interval + 200 ms)"],
