@@ -23,20 +23,36 @@ const runtimeHeap: HeapAccess = {
   gc: (globalThis as { gc?: () => void }).gc,
 };
 
+/** When {@linkcode collectBetweenWindows} collects. */
+export interface CollectOptions {
+  /** Heap in use at or below which it never collects. */
+  thresholdBytes: number;
+  /**
+   * Heap the windows since the last collection must have added. Small
+   * windows (a steady, lighter load) each leave a few MiB: a full collection
+   * after every one of them made each window longer, where one every few
+   * windows holds no more than a single large window does.
+   */
+  minGrowthBytes: number;
+  heap?: HeapAccess;
+}
+
 /**
  * A hook to call after each window: a full collection when more than
- * `thresholdBytes` of heap are in use; nothing without `--expose-gc`. Returns
+ * `thresholdBytes` of heap are in use and at least `minGrowthBytes` more
+ * than after its last collection; nothing without `--expose-gc`. Returns
  * whether it collected.
  */
-export function collectBetweenWindows(
-  opts: { thresholdBytes: number; heap?: HeapAccess },
-): () => boolean {
-  const { thresholdBytes, heap = runtimeHeap } = opts;
+export function collectBetweenWindows(opts: CollectOptions): () => boolean {
+  const { thresholdBytes, minGrowthBytes, heap = runtimeHeap } = opts;
   const gc = heap.gc;
   if (gc === undefined) return () => false;
+  let afterLast = 0;
   return () => {
-    if (heap.heapUsed() <= thresholdBytes) return false;
+    const used = heap.heapUsed();
+    if (used <= thresholdBytes || used - afterLast < minGrowthBytes) return false;
     gc();
+    afterLast = heap.heapUsed();
     return true;
   };
 }
