@@ -518,7 +518,7 @@ main() {
     reset) cmd_reset ;;
     nodetool) cmd_nodetool "$@" ;;
     redis | kafka | cassandra) cmd_up "$cmd" "$@" ;;
-    -h | --help | help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command: $cmd (up, stop, status, env, reset, nodetool)" ;;
   esac
 }
