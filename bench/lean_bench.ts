@@ -54,7 +54,13 @@ import {
 } from "./ceiling.ts";
 import { flags, fmt, markdownTable, mib } from "./data.ts";
 import { stackCassandra } from "../tests/support/stack.ts";
-import { keyspaceOfOwn, type ServiceCpu, serviceCpuSpan, settleCassandra } from "./stack_state.ts";
+import {
+  cpuSecondsInStat,
+  keyspaceOfOwn,
+  type ServiceCpu,
+  serviceCpuSpan,
+  settleCassandra,
+} from "./stack_state.ts";
 import {
   assertRedisUnchanged,
   generateRun,
@@ -214,10 +220,7 @@ async function memoryOf(pid: number): Promise<{ rss: number; hwm: number } | nul
 /** CPU seconds (user + system) that `pid` has used, or NaN once it has exited. */
 async function cpuSecondsOf(pid: number | "self"): Promise<number> {
   try {
-    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    return cpuSecondsInStat(await Deno.readTextFile(`/proc/${pid}/stat`));
   } catch {
     return NaN;
   }
@@ -274,9 +277,6 @@ async function quietMachine(phase: string): Promise<void> {
     } s; ${phase}`,
   );
 }
-
-/** `getconf CLK_TCK` on Linux. */
-const CLOCK_TICKS = 100;
 
 /**
  * How often the job's `/metrics` are read for its V8 heap while it drains.
@@ -558,7 +558,7 @@ async function runBacklog(
         sameRuntime: null,
       };
     if (ceiling.byConcurrency.length > 0 && (opts.v8Flags || Object.keys(opts.mallocEnv).length)) {
-      const best = ceiling.byConcurrency.find((b) => b.unitsPerSecond === ceiling.unitsPerSecond)!;
+      const best = bestReplay(ceiling)!;
       const [same] =
         (await ceilingInJobRuntime(shape, opts, best.concurrency, jobWindows)).byConcurrency;
       ceiling.sameRuntime = same;
@@ -598,6 +598,11 @@ async function runBacklog(
     if (job) await job.stop();
     await stack.close();
   }
+}
+
+/** The replay at the best concurrency, if the ceiling was measured. */
+function bestReplay(ceiling: DrainResult["ceiling"]) {
+  return ceiling.byConcurrency.find((b) => b.unitsPerSecond === ceiling.unitsPerSecond);
 }
 
 /** What a ceiling measurement needs to know. */
@@ -743,6 +748,8 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
   const { drains, latency, summary, options } = result;
   const col = (f: (d: DrainResult) => string) => drains.map(f);
   const c = (d: DrainResult) => d.ceiling.counts;
+  /** Seconds of CPU as milliseconds per 1,000 of the backlog's units. */
+  const perK = (d: DrainResult, seconds: number) => fmt(1e6 * seconds / d.units);
   const rows: string[][] = [
     ["metric", ...col((d) => `backlog ${fmt(d.messages)} messages`)],
     ["units / enrolments", ...col((d) => `${fmt(d.units)} / ${fmt(d.enrolments)}`)],
@@ -800,29 +807,21 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
     [
       "CPU ms per 1,000 units: job / replay (best) / replay in the job's runtime; machine busy while draining / replaying",
       ...col((d) => {
-        const best = d.ceiling.byConcurrency.find((b) =>
-          b.unitsPerSecond === d.ceiling.unitsPerSecond
-        );
+        const best = bestReplay(d.ceiling);
         const same = d.ceiling.sameRuntime;
-        const perK = (seconds: number) => fmt(1e6 * seconds / d.units);
-        return `${perK(d.cpu.seconds)} / ${best ? perK(best.cpuSeconds) : "–"} / ${
-          same ? perK(same.cpuSeconds) : "–"
+        return `${perK(d, d.cpu.seconds)} / ${best ? perK(d, best.cpuSeconds) : "–"} / ${
+          same ? perK(d, same.cpuSeconds) : "–"
         }; ${fmt(100 * d.cpu.machineBusy)} / ${best ? fmt(100 * best.machineBusy) : "–"} %`;
       }),
     ],
     [
       "stack CPU ms per 1,000 units while draining / replaying (best): Cassandra (of it compaction); Kafka; Redis",
       ...col((d) => {
-        const best = d.ceiling.byConcurrency.find((b) =>
-          b.unitsPerSecond === d.ceiling.unitsPerSecond
-        );
-        const perK = (seconds: number) => fmt(1e6 * seconds / d.units);
-        const of = (s: ServiceCpu | undefined, f: (s: ServiceCpu) => string) => s ? f(s) : "–";
-        const both = (f: (s: ServiceCpu) => string) =>
-          `${f(d.services)} / ${of(best?.services, f)}`;
-        return `${both((s) => `${perK(s.cassandra)} (${perK(s.compaction)})`)}; ${
-          both((s) => perK(s.kafka))
-        }; ${both((s) => perK(s.redis))}`;
+        const best = bestReplay(d.ceiling)?.services;
+        const both = (f: (s: ServiceCpu) => string) => `${f(d.services)} / ${best ? f(best) : "–"}`;
+        return `${both((s) => `${perK(d, s.cassandra)} (${perK(d, s.compaction)})`)}; ${
+          both((s) => perK(d, s.kafka))
+        }; ${both((s) => perK(d, s.redis))}`;
       }),
     ],
     ["windows (job / ceiling)", ...col((d) => `${fmt(d.windows)} / ${fmt(d.ceiling.windows)}`)],

@@ -14,14 +14,23 @@
  * @module
  */
 
-import cassandra from "cassandra-driver";
-import { provision } from "../scripts/provision.ts";
+import { connectCassandra, provision } from "../scripts/provision.ts";
 import { stackCassandra } from "../tests/support/stack.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
 /** `getconf CLK_TCK` on Linux. */
 const CLOCK_TICKS = 100;
+
+/**
+ * CPU seconds (user + system) in the text of a `/proc/<pid>/stat` or
+ * `/proc/<pid>/task/<tid>/stat` file. Fields are counted after the command
+ * name, which may hold spaces: utime and stime are the 12th and 13th there.
+ */
+export function cpuSecondsInStat(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
 
 /** Runs `scripts/stack.sh nodetool <args>`; returns its stdout. */
 async function nodetool(...args: string[]): Promise<string> {
@@ -49,11 +58,7 @@ export async function keyspaceOfOwn(): Promise<{ name: string; drop: () => Promi
     name,
     async drop() {
       const cfg = stackCassandra();
-      const client = new cassandra.Client({
-        contactPoints: cfg.contactPoints,
-        protocolOptions: { port: cfg.port },
-        localDataCenter: cfg.localDataCenter,
-      });
+      const client = await connectCassandra(cfg.contactPoints, cfg.port, cfg.localDataCenter);
       try {
         await client.execute(`DROP KEYSPACE IF EXISTS ${name}`);
       } finally {
@@ -106,11 +111,7 @@ async function threadCpu(pid: number): Promise<Map<string, { name: string; secon
       try {
         const stat = await Deno.readTextFile(`/proc/${pid}/task/${task.name}/stat`);
         const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-        threads.set(task.name, {
-          name,
-          seconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS,
-        });
+        threads.set(task.name, { name, seconds: cpuSecondsInStat(stat) });
       } catch {
         // The thread ended between the listing and the read.
       }
