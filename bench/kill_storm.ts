@@ -52,7 +52,14 @@
 import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs";
 import { mapConcurrent } from "../lib/async.ts";
 import { enrolmentId } from "../lib/event.ts";
-import { freePort, JobProcess, metricValue, Stack, unique } from "../tests/support/stack.ts";
+import {
+  freePort,
+  identifierSuffix,
+  JobProcess,
+  metricValue,
+  Stack,
+  unique,
+} from "../tests/support/stack.ts";
 import {
   type EnrolmentPlanData,
   flags,
@@ -198,7 +205,9 @@ class Collector {
   }
   async collect(topic: string): Promise<Received[]> {
     const received: Received[] = [];
-    const consumer = this.#kafka.consumer({ groupId: unique("kill-storm-reader") });
+    // Named after the topic's environment, so that pruning it deletes the group too.
+    const env = topic.split(".", 1)[0];
+    const consumer = this.#kafka.consumer({ groupId: `${env}-reader-${identifierSuffix()}` });
     this.#consumers.push(consumer);
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });

@@ -7,7 +7,7 @@
  *
  * ```sh
  * scripts/deno.sh run --allow-net --allow-read --allow-env scripts/provision.ts \
- *   [--only=kafka,cassandra] [--wait-only] [--timeout=SECONDS]
+ *   [--only=kafka,cassandra] [--wait-only] [--prune-scratch] [--timeout=SECONDS]
  * ```
  *
  * Tests import it to provision topics (or a keyspace) of their own:
@@ -24,7 +24,7 @@
  * @module
  */
 
-import { Kafka, logLevel } from "kafkajs";
+import { type Admin, Kafka, logLevel } from "kafkajs";
 import cassandra from "cassandra-driver";
 import { muteKafkajsTimerWarning } from "../lib/kafka.ts";
 
@@ -59,6 +59,8 @@ export interface ProvisionOptions {
   cassandra?: boolean;
   /** Only wait until the servers answer; create nothing (default false). */
   waitOnly?: boolean;
+  /** Once Kafka answers, delete every scratch environment's topics and groups (default false). */
+  pruneScratch?: boolean;
   /** How long to wait for each server to answer, in ms (default 120000). */
   timeoutMs?: number;
   /** Progress lines; default: none. */
@@ -243,6 +245,95 @@ export async function ensureTopics(
   }
 }
 
+/**
+ * Names of scratch environments: the `JOB_ENV` every test and benchmark run
+ * gets by default (see {@link scratchJobEnv}). Their topics and consumer
+ * groups are disposable, which {@link pruneScratch} relies on.
+ */
+export const SCRATCH_ENV = /^it[0-9a-f]{11}$/;
+
+/** A new scratch `JOB_ENV`: `it` and 11 random hex digits. */
+export function scratchJobEnv(): string {
+  return `it${crypto.randomUUID().replaceAll("-", "").slice(0, 11)}`;
+}
+
+/** The `JOB_ENV` a topic (`env.…`) or consumer group (`env-…`) is named after. */
+function envOf(name: string): string {
+  return name.split(/[.-]/, 1)[0];
+}
+
+/**
+ * Deletes the topics and consumer groups of scratch environments: of `env`
+ * alone when given, else of every one. Runs that end cleanly delete their
+ * own; pruning them all clears what killed runs left behind, which would
+ * otherwise pile up until the broker spends minutes loading their partitions
+ * at start-up. A group that still has members stays.
+ */
+export async function pruneScratch(
+  brokers: string[],
+  env?: string,
+): Promise<{ topics: string[]; groups: string[] }> {
+  if (env !== undefined && !SCRATCH_ENV.test(env)) {
+    throw new Error(`not a scratch environment: ${env}`);
+  }
+  const doomed = (name: string) =>
+    env === undefined ? SCRATCH_ENV.test(envOf(name)) : envOf(name) === env;
+  const admin = new Kafka({
+    clientId: "provision",
+    brokers,
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 5 },
+  }).admin();
+  await admin.connect();
+  try {
+    // Groups first: the broker drops an idle group by itself once its topics go.
+    const named = (await whenLoaded(() => admin.listGroups())).groups
+      .map((g) => g.groupId).filter(doomed);
+    const groups = named.length === 0 ? [] : await deleteIdleGroups(admin, named);
+    const topics = (await admin.listTopics()).filter(doomed);
+    // In slices: one request naming thousands of topics outlasts its timeout.
+    for (let i = 0; i < topics.length; i += 200) {
+      await admin.deleteTopics({ topics: topics.slice(i, i + 200), timeout: 60_000 });
+    }
+    return { topics, groups };
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * Runs `request` until the broker has loaded its group metadata: a broker
+ * that has just started answers group requests with "the coordinator is
+ * loading" for a few seconds, and KafkaJS's `listGroups` does not retry.
+ */
+async function whenLoaded<T>(request: () => Promise<T>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await request();
+    } catch (err) {
+      // GROUP_LOAD_IN_PROGRESS, GROUP_COORDINATOR_NOT_AVAILABLE and the like.
+      const retriable = (err as { retriable?: boolean }).retriable === true;
+      if (!retriable || Date.now() >= deadline) throw err;
+      await sleep(500);
+    }
+  }
+}
+
+/** Deletes the groups that have no members; returns those it deleted. */
+async function deleteIdleGroups(admin: Admin, groupIds: string[]): Promise<string[]> {
+  try {
+    await admin.deleteGroups(groupIds);
+    return groupIds;
+  } catch (err) {
+    // KafkaJS names the groups it could not delete on the error.
+    const failed = (err as { groups?: { groupId: string }[] }).groups;
+    if (!failed) throw err;
+    const kept = new Set(failed.map((g) => g.groupId));
+    return groupIds.filter((id) => !kept.has(id));
+  }
+}
+
 function cassandraClient(hosts: string[], port: number, localDataCenter: string) {
   return new cassandra.Client({
     contactPoints: hosts,
@@ -348,6 +439,10 @@ export async function provision(opts: ProvisionOptions = {}): Promise<ProvisionR
     const brokers = opts.brokers ?? list(env.KAFKA_BROKER_SERVERS, STACK_BROKERS);
     await waitForKafka(brokers, timeoutMs);
     result.kafkaReadyMs = Date.now() - start;
+    if (opts.pruneScratch) {
+      const pruned = await pruneScratch(brokers);
+      log(`kafka: deleted ${pruned.topics.length} scratch topics, ${pruned.groups.length} groups`);
+    }
     if (opts.waitOnly) return;
     const topics = opts.topics ?? defaultTopics(env);
     const { created, existing } = await ensureTopics(brokers, topics);
@@ -380,6 +475,8 @@ export function parseArgs(args: string[]): ProvisionOptions {
       opts.cassandra = only.includes("cassandra");
     } else if (name === "--wait-only") {
       opts.waitOnly = true;
+    } else if (name === "--prune-scratch") {
+      opts.pruneScratch = true;
     } else if (name === "--timeout") {
       const seconds = Number(value);
       if (!(seconds > 0)) throw new Error(`--timeout: not a number of seconds: ${value}`);
@@ -387,7 +484,7 @@ export function parseArgs(args: string[]): ProvisionOptions {
     } else {
       throw new Error(
         `unknown argument ${arg}; usage: provision.ts [--only=kafka,cassandra] ` +
-          "[--wait-only] [--timeout=SECONDS]",
+          "[--wait-only] [--prune-scratch] [--timeout=SECONDS]",
       );
     }
   }

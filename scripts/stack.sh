@@ -15,7 +15,9 @@
 # (no tarball can be downloaded here), fetched once with scripts/stack/pom.xml
 # into ~/.m2 and copied to $STACK_HOME/lib/. On success it prints one line per
 # service with the time it took; progress and errors go to stderr, stdout is
-# kept for `env` and `status`. Logs: $STACK_HOME/logs/; tunables: STACK_*_TIMEOUT.
+# kept for `env` and `status`. Logs: $STACK_HOME/logs/; tunables: STACK_*_TIMEOUT,
+# STACK_MAX_WAIT. Once it has started Kafka, it deletes the topics that killed
+# test runs left behind (scripts/provision.ts --prune-scratch).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -216,19 +218,29 @@ log_tail() {
 }
 
 # Waits for a service: $1 name, $2 timeout, $3 check command, then the log files
-# to show when it dies or times out.
+# to show when it dies or times out. The timeout counts from the last line the
+# first log file gained: a broker loading thousands of partitions, or a node
+# replaying its commit log, is slow but not stuck. STACK_MAX_WAIT (default 900
+# seconds) bounds the whole wait.
 wait_for() {
   local svc="$1" limit="$2" check="$3"
   shift 3
-  local deadline=$((SECONDS + limit))
+  local max="${STACK_MAX_WAIT:-900}"
+  local deadline=$((SECONDS + limit)) cap=$((SECONDS + max))
+  local seen="" now
   until $check; do
     if ! service_pid "$svc" >/dev/null; then
       log_tail "$@"
       die "$svc exited during startup"
     fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
+    now="$(stat -c %s.%Y "$1" 2>/dev/null || true)"
+    if [ "$now" != "$seen" ]; then
+      seen="$now"
+      deadline=$((SECONDS + limit))
+    fi
+    if [ "$SECONDS" -ge "$deadline" ] || [ "$SECONDS" -ge "$cap" ]; then
       log_tail "$@"
-      die "$svc did not answer within ${limit}s (left running as pid $(service_pid "$svc"); logs in $STACK/logs)"
+      die "$svc did not answer: no new log line for ${limit}s, or ${max}s in all (left running as pid $(service_pid "$svc"); logs in $STACK/logs)"
     fi
     sleep 0.5
   done
@@ -416,7 +428,11 @@ cmd_up() {
   if [ "${#provision_for[@]}" -gt 0 ]; then
     local t1="$EPOCHREALTIME" only
     only="$(IFS=,; echo "${provision_for[*]}")"
-    provision_cmd --only="$only" --timeout="$KAFKA_TIMEOUT" || die "provisioning failed"
+    local -a prune=()
+    # A broker this call started serves no test yet: what scratch topics it
+    # holds were left by killed runs.
+    [ "${how[kafka]:-}" = started ] && prune=(--prune-scratch)
+    provision_cmd --only="$only" "${prune[@]}" --timeout="$KAFKA_TIMEOUT" || die "provisioning failed"
     log "provision ($only): done in $(elapsed "$t1")"
   fi
 }
@@ -518,7 +534,7 @@ main() {
     reset) cmd_reset ;;
     nodetool) cmd_nodetool "$@" ;;
     redis | kafka | cassandra) cmd_up "$cmd" "$@" ;;
-    -h | --help | help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command: $cmd (up, stop, status, env, reset, nodetool)" ;;
   esac
 }

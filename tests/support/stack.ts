@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 import type { Config } from "../../lib/config.ts";
 import type { EnrolmentKey } from "../../lib/event.ts";
 import { muteKafkajsTimerWarning } from "../../lib/kafka.ts";
-import { provision } from "../../scripts/provision.ts";
+import { provision, pruneScratch, SCRATCH_ENV, scratchJobEnv } from "../../scripts/provision.ts";
 import { type SearchStub, startSearchStub } from "./search_stub.ts";
 
 muteKafkajsTimerWarning();
@@ -163,7 +163,7 @@ export class Stack {
     for (const client of [relations, dedup]) client.on("error", () => {});
     const kafka = new Kafka({ clientId: "it", brokers: BROKERS, logLevel: logLevel.NOTHING });
     const search = await startSearchStub(opts.statuses, opts.searchPort);
-    const jobEnv = opts.jobEnv ?? unique("it").replaceAll("-", "");
+    const jobEnv = opts.jobEnv ?? scratchJobEnv();
     const stack = new Stack(
       cql,
       relations,
@@ -327,7 +327,10 @@ export class Stack {
   /** Reads `topic` from the beginning into an array that fills as events arrive. */
   async collect(topic: string): Promise<Record<string, unknown>[]> {
     const events: Record<string, unknown>[] = [];
-    const consumer = this.kafka.consumer({ groupId: unique("it-reader") });
+    // Named after the environment, so that pruning it deletes the group too.
+    const consumer = this.kafka.consumer({
+      groupId: `${this.jobEnv}-reader-${identifierSuffix()}`,
+    });
     this.#consumers.push(consumer);
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });
@@ -365,10 +368,21 @@ export class Stack {
     return (await this.dedup.exists(checksum)) === 1;
   }
 
+  /**
+   * Disconnects, and deletes the topics and idle groups of a scratch
+   * environment: thousands of leftover partitions slow the broker's start.
+   */
   async close(): Promise<void> {
     await Promise.all(this.#consumers.map((c) => c.disconnect()));
     await this.#producer?.disconnect();
     await (await this.#admin)?.disconnect();
+    if (SCRATCH_ENV.test(this.jobEnv)) {
+      // A warning, not a throw: from a `finally`, a throw would hide the
+      // test's own failure; `scripts/stack.sh up` prunes what stays behind.
+      await pruneScratch(BROKERS, this.jobEnv).catch((err) =>
+        console.warn(`stack: could not delete the topics of ${this.jobEnv}: ${err}`)
+      );
+    }
     await this.search.close();
     this.relations.disconnect();
     this.dedup.disconnect();
