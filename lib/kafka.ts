@@ -58,6 +58,8 @@ const KNOWN_KAFKAJS_NOTICES = /Limiting retries for the idempotent producer/;
 
 /** KafkaJS log lines about an ordinary rebalance. */
 const REBALANCE_NOTICE = /rebalanc|REBALANCE_IN_PROGRESS/i;
+/** What KafkaJS throws when asked to pause a consumer that is not running. */
+const CONSUMER_NOT_RUNNING = /Consumer group was not initialized/;
 
 /** What {@linkcode stopIdleTimerLoop} touches of KafkaJS's per-connection request queue. */
 export interface RequestQueueInternals {
@@ -324,8 +326,18 @@ export class KafkaInput implements InputSource {
     });
   }
 
+  /**
+   * Stops fetching. Between a crash and its restart (a broker outage) KafkaJS
+   * has no group to pause and fetches nothing; whatever a restart fetches
+   * after a stop, the runner leaves uncommitted.
+   */
   pause(): void {
-    this.#consumer.pause(this.#topics.map((topic) => ({ topic })));
+    try {
+      this.#consumer.pause(this.#topics.map((topic) => ({ topic })));
+    } catch (error) {
+      if (!CONSUMER_NOT_RUNNING.test(String(error))) throw error;
+      log.info("pause: the consumer is between a crash and its restart, so fetches nothing");
+    }
   }
 
   async commit(offsets: CommitOffset[]): Promise<void> {

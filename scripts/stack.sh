@@ -9,6 +9,7 @@
 #   scripts/stack.sh env                                KEY=value lines pointing the job at the stack
 #   scripts/stack.sh reset                              stop all and wipe their data (jars are kept)
 #   scripts/stack.sh nodetool <command> [args]          Cassandra's nodetool on the stack (JMX, loopback)
+#   scripts/stack.sh prune                              delete every test run's topics and groups (none may run)
 #
 # `up` is idempotent: a service that already answers on its port is reused, also
 # when another clone started it. Kafka and Cassandra run from Maven Central jars
@@ -16,8 +17,7 @@
 # into ~/.m2 and copied to $STACK_HOME/lib/. On success it prints one line per
 # service with the time it took; progress and errors go to stderr, stdout is
 # kept for `env` and `status`. Logs: $STACK_HOME/logs/; tunables: STACK_*_TIMEOUT,
-# STACK_MAX_WAIT. Once it has started Kafka, it deletes the topics that killed
-# test runs left behind (scripts/provision.ts --prune-scratch).
+# STACK_MAX_WAIT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -428,11 +428,7 @@ cmd_up() {
   if [ "${#provision_for[@]}" -gt 0 ]; then
     local t1="$EPOCHREALTIME" only
     only="$(IFS=,; echo "${provision_for[*]}")"
-    local -a prune=()
-    # A broker this call started serves no test yet: what scratch topics it
-    # holds were left by killed runs.
-    [ "${how[kafka]:-}" = started ] && prune=(--prune-scratch)
-    provision_cmd --only="$only" "${prune[@]}" --timeout="$KAFKA_TIMEOUT" || die "provisioning failed"
+    provision_cmd --only="$only" --timeout="$KAFKA_TIMEOUT" || die "provisioning failed"
     log "provision ($only): done in $(elapsed "$t1")"
   fi
 }
@@ -533,9 +529,10 @@ main() {
     env) cmd_env ;;
     reset) cmd_reset ;;
     nodetool) cmd_nodetool "$@" ;;
+    prune) provision_cmd --only=kafka --wait-only --prune-scratch --timeout=10 ;;
     redis | kafka | cassandra) cmd_up "$cmd" "$@" ;;
-    -h | --help | help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
-    *) die "unknown command: $cmd (up, stop, status, env, reset, nodetool)" ;;
+    -h | --help | help) sed -n '2,/^set -e/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown command: $cmd (up, stop, status, env, reset, nodetool, prune)" ;;
   esac
 }
 

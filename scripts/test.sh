@@ -2,7 +2,8 @@
 # Runs every test: unit tests on in-memory stubs and the Helm chart's tests
 # (tests/deploy/, which install the pinned Helm through scripts/helm.sh the
 # first time), then integration tests against the local stack (started here,
-# installing what is missing). Ends with the line `N passed, N failed`. Pass
+# installing what is missing, then deleting the topics of earlier runs that
+# were killed). Ends with the line `N passed, N failed`. Pass
 # `unit` to run only the unit and chart tests (no services).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +13,8 @@ export NO_COLOR=1
 paths=(tests/unit/ tests/deploy/)
 if [ "${1:-all}" != "unit" ]; then
   bash scripts/stack.sh up
+  # What killed runs left behind: thousands of partitions slow Kafka's start.
+  bash scripts/stack.sh prune
   set -a
   # shellcheck disable=SC1090
   source <(bash scripts/stack.sh env)

@@ -1,7 +1,8 @@
 import ConsumerGroup from "kafkajs/src/consumer/consumerGroup.js";
 import RequestQueue from "kafkajs/src/network/requestQueue/index.js";
 import assert from "node:assert/strict";
-import { awaitBeforeGroupChange, produceRequests } from "../../lib/kafka.ts";
+import { Kafka, logLevel } from "kafkajs";
+import { awaitBeforeGroupChange, KafkaInput, produceRequests } from "../../lib/kafka.ts";
 import type { OutputEvent } from "../../lib/ports.ts";
 
 const event = (topic: string, key: string, n: number): OutputEvent => ({
@@ -121,4 +122,15 @@ Deno.test("a KafkaJS consumer group joins and leaves only once the hooks of its 
   const afterRelease = group("held");
   await afterRelease.join();
   assert.deepEqual(afterRelease.changes, ["join"]);
+});
+
+Deno.test("pausing a consumer that is not running (between a crash and its restart) is no error", () => {
+  // Never connected: KafkaJS has no group, as after a crash until it restarts.
+  const kafka = new Kafka({ brokers: ["127.0.0.1:9"], logLevel: logLevel.NOTHING });
+  const input = new KafkaInput(kafka, { groupId: "g", topics: ["t"], sessionTimeoutMs: 30_000 });
+  assert.doesNotThrow(() => input.pause());
+  assert.throws(
+    () => kafka.consumer({ groupId: "g" }).pause([{ topic: "t" }]),
+    /Consumer group was not initialized/,
+  );
 });
