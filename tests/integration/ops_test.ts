@@ -184,6 +184,7 @@ Deno.test(
       THRESHOLD_BATCH_READ_INTERVAL: "3s",
     });
     const job = new JobProcess(env);
+    let status: Deno.CommandStatus;
     try {
       const courseId = unique("C");
       const a = { userId: unique("U"), courseId, batchId: unique("B") };
@@ -300,10 +301,10 @@ Deno.test(
       assert.equal((await nobody.exited).code, 1, nobody.log);
       assert.match(nobody.log, /^unhealthy: http:\/\/127\.0\.0\.1:\d+\/healthz: /m);
     } finally {
-      const status = await job.stop();
+      status = await job.stop();
       await stack.close();
-      assert.equal(status.code, 0, job.log);
     }
+    assert.equal(status.code, 0, job.log);
   },
 );
 
@@ -316,6 +317,7 @@ Deno.test(
     // prints every refused connection of the outage.
     for (const client of [stack.relations, stack.dedup]) client.on("error", () => {});
     const job = new JobProcess(stack.envForJob());
+    let status: Deno.CommandStatus;
     try {
       const { keys: [warm, ...keys] } = await seedCourse(stack, 5);
       const certs = await stack.collect(stack.topics.cert);
@@ -374,10 +376,10 @@ Deno.test(
         `redis: stop ${stopMs} ms, up ${upMs} ms; ready ${readyMs} ms and applied ${appliedMs} ms after up`,
       );
     } finally {
-      const status = await job.stop();
+      status = await job.stop();
       await stack.close();
-      assert.equal(status.code, 0, job.log);
     }
+    assert.equal(status.code, 0, job.log);
   },
 );
 
@@ -387,6 +389,7 @@ Deno.test(
   async () => {
     const stack = await Stack.open();
     const job = new JobProcess(stack.envForJob());
+    let status: Deno.CommandStatus;
     try {
       const { keys } = await seedCourse(stack, 4);
       const certs = await stack.collect(stack.topics.cert);
@@ -425,10 +428,10 @@ Deno.test(
         `cassandra: stop ${stopMs} ms, up ${upMs} ms; ready ${readyMs} ms and applied ${appliedMs} ms after up`,
       );
     } finally {
-      const status = await job.stop();
+      status = await job.stop();
       await stack.close();
-      assert.equal(status.code, 0, job.log);
     }
+    assert.equal(status.code, 0, job.log);
   },
 );
 
@@ -438,6 +441,7 @@ Deno.test(
   async () => {
     const stack = await Stack.open();
     const job = new JobProcess(stack.envForJob());
+    let status: Deno.CommandStatus;
     try {
       const { keys } = await seedCourse(stack, 4);
       const certs = await stack.collect(stack.topics.cert);
@@ -466,10 +470,10 @@ Deno.test(
       assert.equal(labelledValue(metrics, "activity_agg_outage", 'stage="kafka-consumer"'), 0);
       console.log(`kafka: stop ${stopMs} ms, up ${upMs} ms; ready ${readyMs} ms after up`);
     } finally {
-      const status = await job.stop();
+      status = await job.stop();
       await stack.close();
-      assert.equal(status.code, 0, job.log);
     }
+    assert.equal(status.code, 0, job.log);
   },
 );
 
@@ -481,6 +485,7 @@ Deno.test(
     // Small windows, so that a stream of messages takes many of them.
     const env = stack.envForJob({ THRESHOLD_BATCH_READ_SIZE: "10", SHUTDOWN_TIMEOUT: "4s" });
     let job = new JobProcess(env);
+    let status: Deno.CommandStatus;
     try {
       const { keys } = await seedCourse(stack, 60);
       // Every learner completes R1, R2 and R3 in three messages: 180 in all. The
@@ -548,10 +553,10 @@ Deno.test(
           `committed in ${windowsBefore} windows; restart finished in ${finishMs} ms`,
       );
     } finally {
-      const status = await job.stop();
+      status = await job.stop();
       await stack.close();
-      assert.equal(status.code, 0, job.log);
     }
+    assert.equal(status.code, 0, job.log);
   },
 );
 
@@ -570,6 +575,7 @@ Deno.test(
       const cli = new JobProcess({ ...env, ...extra }, args);
       return { code: (await cli.exited).code, out: cli.log };
     };
+    let status: Deno.CommandStatus;
     try {
       const failed = await stack.collect(stack.topics.failed);
       const key = { userId: unique("U"), courseId, batchId: unique("B") };
@@ -641,11 +647,11 @@ Deno.test(
       assert.match(partly.out, /^line 2 not sent: /m);
       assert.match(partly.out, /sent 1 to .*; 1 not sent/);
     } finally {
-      const status = await job.stop();
+      status = await job.stop();
       await stack.close();
       await Deno.remove(dir, { recursive: true });
-      assert.equal(status.code, 0, job.log);
     }
+    assert.equal(status.code, 0, job.log);
   },
 );
 
@@ -657,6 +663,7 @@ Deno.test(
     for (const client of [stack.relations, stack.dedup]) client.on("error", () => {});
     const env = stack.envForJob({ SHUTDOWN_TIMEOUT: "2s" });
     let job = new JobProcess(env);
+    let status: Deno.CommandStatus;
     try {
       const { courseId, keys } = await seedCourse(stack, 2);
       await job.ready();
@@ -690,9 +697,9 @@ Deno.test(
       await waitFor("both messages committed", async () => (await stack.committedInput()) === 2);
       console.log(`sigterm during outage: exit ${exitMs} ms after the signal`);
     } finally {
-      const status = await job.stop();
+      status = await job.stop();
       await stack.close();
-      assert.equal(status.code, 0, job.log);
     }
+    assert.equal(status.code, 0, job.log);
   },
 );

@@ -97,6 +97,7 @@ Deno.test(
       statuses: { [courses.live]: "Live", [courses.retired]: "Retired" },
     });
     const job = new JobProcess(stack.envForJob({ KAFKA_SYNC_TOPIC: stack.topics.sync }));
+    let status: Deno.CommandStatus;
     try {
       const cases = await seedCases(stack, courses);
       const [audits, certs, failed] = await Promise.all(
@@ -164,10 +165,10 @@ Deno.test(
       assert.equal(certs.length, 1);
       assert.equal(audits.length, 1, "no content AUDIT events");
     } finally {
-      const status = await job.stop();
+      status = await job.stop();
       await stack.close();
-      assert.equal(status.code, 0, job.log);
     }
+    assert.equal(status.code, 0, job.log);
   },
 );
 
