@@ -9,8 +9,9 @@
  * --ceiling-concurrency=32,64,128 --latency-seconds=20 --latency-fraction=0.5
  * --latency-rate=<events/s> --v8-flags=<flags>|none
  * --malloc-env=none|KEY=VALUE;KEY=VALUE --job-env=KEY=VALUE;KEY=VALUE
- * --job-deno-flags=<flags> --no-ceiling --json` (`--latency-seconds=0` skips
- * the latency phase).
+ * --job-deno-flags=<flags> --no-ceiling --json --repeat=N` (`--latency-seconds=0`
+ * skips the latency phase; `--repeat` runs it all N times and ends with the
+ * medians, {@linkcode formatRepeats}).
  *
  * For each backlog (input messages, ~2 units each, on 4 partitions; one
  * enrolment per ~10 messages) the job starts as a child process with the
@@ -945,6 +946,75 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
   return lines.join("\n");
 }
 
+/** The middle value (the mean of the middle two for an even count). */
+function median(values: number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/**
+ * Several runs side by side, ending with one summary line: the median of the
+ * throughputs and the ratio (one drain varies by ±25 % on this machine), the
+ * highest peak RSS and p99 (the worst is what a limit must hold for).
+ */
+export function formatRepeats(results: Awaited<ReturnType<typeof runLean>>[]): string {
+  const summaries = results.map((r) => r.summary);
+  const backlogs = results[0].drains.map((d) => d.messages);
+  const pct = (x: number) => `${Math.round(x * 100)} %`;
+  const row = (label: string, s: (typeof summaries)[number], perBacklog: string[]) => [
+    label,
+    fmt(s.jobUnitsPerSecond),
+    fmt(s.ceilingUnitsPerSecond),
+    pct(s.ratio),
+    ...perBacklog,
+    `${mib(s.peakRssMib * 1048576)} MiB`,
+    `${fmt(s.p99Ms)} ms`,
+  ];
+  const overall = {
+    jobUnitsPerSecond: median(summaries.map((s) => s.jobUnitsPerSecond)),
+    ceilingUnitsPerSecond: median(summaries.map((s) => s.ceilingUnitsPerSecond)),
+    ratio: median(summaries.map((s) => s.ratio)),
+    peakRssMib: Math.max(...summaries.map((s) => s.peakRssMib)),
+    p99Ms: Math.max(...summaries.map((s) => s.p99Ms)),
+  };
+  const backlogRatios = (r: (typeof results)[number]) =>
+    r.drains.map((d) => pct(d.unitsPerSecond / d.ceiling.unitsPerSecond));
+  return [
+    `## ${results.length} runs`,
+    "",
+    markdownTable([
+      [
+        "run",
+        "job units/s",
+        "ceiling units/s",
+        "ratio",
+        ...backlogs.map((m) => `ratio, ${fmt(m)} messages`),
+        "peak RSS",
+        "p99",
+      ],
+      ...results.map((r, i) => row(String(i + 1), r.summary, backlogRatios(r))),
+      row(
+        "median (peak RSS, p99: highest)",
+        overall,
+        backlogs.map((_, b) =>
+          pct(
+            median(
+              results.map((r) => r.drains[b].unitsPerSecond / r.drains[b].ceiling.unitsPerSecond),
+            ),
+          )
+        ),
+      ),
+    ]),
+    "",
+    `units/s ${Math.round(overall.jobUnitsPerSecond)} ceiling ${
+      Math.round(overall.ceilingUnitsPerSecond)
+    } ratio ${Math.round(overall.ratio * 100)}% peak_rss_mib ${
+      Math.round(overall.peakRssMib)
+    } p99_ms ${Math.round(overall.p99Ms)}`,
+  ].join("\n");
+}
+
 /** `KEY=VALUE;KEY=VALUE` as an environment. */
 function assignments(list: string): Record<string, string> {
   return Object.fromEntries(
@@ -984,9 +1054,17 @@ if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
     jobDenoFlags: str("job-deno-flags", "").split(",").filter(Boolean),
     jobEnv: assignments(str("job-env", "")),
   };
-  const result = await runLean(opts);
-  console.log(has("json") ? JSON.stringify(result) : formatLean(result));
-  const failures = result.drains.flatMap((d) => d.checks.filter((c) => c.startsWith("FAILED")));
+  const repeat = num("repeat", 1);
+  const results = [];
+  for (let run = 1; run <= repeat; run++) {
+    if (repeat > 1) console.log(`${run > 1 ? "\n" : ""}## Run ${run} of ${repeat}\n`);
+    const result = await runLean(opts);
+    console.log(has("json") ? JSON.stringify(result) : formatLean(result));
+    results.push(result);
+  }
+  if (repeat > 1 && !has("json")) console.log(`\n${formatRepeats(results)}`);
+  const failures = results.flatMap((r) => r.drains)
+    .flatMap((d) => d.checks.filter((c) => c.startsWith("FAILED")));
   if (failures.length > 0) {
     console.error(`correctness checks failed:\n${failures.join("\n")}`);
     Deno.exitCode = 1;
