@@ -43,7 +43,7 @@
  */
 
 import { loadConfig, parseDuration } from "../lib/config.ts";
-import { JobProcess, type Stack, waitFor } from "../tests/support/stack.ts";
+import { JobProcess, type Stack, stackCassandra, waitFor } from "../tests/support/stack.ts";
 import {
   connectDrivers,
   countRequests,
@@ -54,7 +54,6 @@ import {
   type RequestCounts,
 } from "./ceiling.ts";
 import { flags, fmt, markdownTable, mib } from "./data.ts";
-import { stackCassandra } from "../tests/support/stack.ts";
 import {
   cpuSecondsInStat,
   keyspaceOfOwn,
@@ -937,13 +936,18 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
         Deno.loadavg().map((l) => l.toFixed(2)).join(" ")
       }, deno ${Deno.version.deno}, ${new Date().toISOString()}`,
     "",
-    `units/s ${Math.round(summary.jobUnitsPerSecond)} ceiling ${
-      Math.round(summary.ceilingUnitsPerSecond)
-    } ratio ${Math.round(summary.ratio * 100)}% peak_rss_mib ${
-      Math.round(summary.peakRssMib)
-    } p99_ms ${Math.round(summary.p99Ms)}`,
+    summaryLine(summary),
   );
   return lines.join("\n");
+}
+
+/** The report's last line: `units/s <job> ceiling <ceiling> ratio <r>% peak_rss_mib <m> p99_ms <p>`. */
+function summaryLine(summary: Awaited<ReturnType<typeof runLean>>["summary"]): string {
+  return `units/s ${Math.round(summary.jobUnitsPerSecond)} ceiling ${
+    Math.round(summary.ceilingUnitsPerSecond)
+  } ratio ${Math.round(summary.ratio * 100)}% peak_rss_mib ${
+    Math.round(summary.peakRssMib)
+  } p99_ms ${Math.round(summary.p99Ms)}`;
 }
 
 /** The middle value (the mean of the middle two for an even count). */
@@ -978,8 +982,7 @@ export function formatRepeats(results: Awaited<ReturnType<typeof runLean>>[]): s
     peakRssMib: Math.max(...summaries.map((s) => s.peakRssMib)),
     p99Ms: Math.max(...summaries.map((s) => s.p99Ms)),
   };
-  const backlogRatios = (r: (typeof results)[number]) =>
-    r.drains.map((d) => pct(d.unitsPerSecond / d.ceiling.unitsPerSecond));
+  const ratioOf = (d: DrainResult) => d.unitsPerSecond / d.ceiling.unitsPerSecond;
   return [
     `## ${results.length} runs`,
     "",
@@ -993,25 +996,15 @@ export function formatRepeats(results: Awaited<ReturnType<typeof runLean>>[]): s
         "peak RSS",
         "p99",
       ],
-      ...results.map((r, i) => row(String(i + 1), r.summary, backlogRatios(r))),
+      ...results.map((r, i) => row(String(i + 1), r.summary, r.drains.map((d) => pct(ratioOf(d))))),
       row(
         "median (peak RSS, p99: highest)",
         overall,
-        backlogs.map((_, b) =>
-          pct(
-            median(
-              results.map((r) => r.drains[b].unitsPerSecond / r.drains[b].ceiling.unitsPerSecond),
-            ),
-          )
-        ),
+        backlogs.map((_, b) => pct(median(results.map((r) => ratioOf(r.drains[b]))))),
       ),
     ]),
     "",
-    `units/s ${Math.round(overall.jobUnitsPerSecond)} ceiling ${
-      Math.round(overall.ceilingUnitsPerSecond)
-    } ratio ${Math.round(overall.ratio * 100)}% peak_rss_mib ${
-      Math.round(overall.peakRssMib)
-    } p99_ms ${Math.round(overall.p99Ms)}`,
+    summaryLine(overall),
   ].join("\n");
 }
 

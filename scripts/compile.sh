@@ -21,11 +21,12 @@
 # `gc()` exposed, which the job calls between windows once more than 24 MiB
 # of heap are in use and 8 MiB more than after its last call (lib/heap.ts),
 # so the heap and the buffers only its collections free stay flat under a
-# backlog: peak RSS ~120–135 instead of ~220–250 MiB. With V8's concurrent marking and sweeping on worker threads,
-# a 50,000-message drain peaked 15–17 % above a 10,000-message one; on the
-# main thread 9 %, at the same CPU per unit (on 2 cores the workers had no
-# idle core to use). (V8's optimize-for-size mode held memory too, but at
-# nearly twice the CPU per unit.) See "Lean and fast" in bench/README.md.
+# backlog: peak RSS ~120–135 instead of ~220–250 MiB. With V8's concurrent
+# marking and sweeping on worker threads, a 50,000-message drain peaked
+# 15–17 % above a 10,000-message one; on the main thread 9 %, at the same
+# CPU per unit (on 2 cores the workers had no idle core to use). (V8's
+# optimize-for-size mode held memory too, but at nearly twice the CPU per
+# unit.) See "Lean and fast" in bench/README.md.
 #
 # Allocator settings (glibc reads them from the environment at start, so a
 # binary cannot carry them: the image sets them with ENV and `deno task start`

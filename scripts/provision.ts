@@ -196,6 +196,16 @@ export async function waitForKafka(brokers: string[], timeoutMs = 120_000): Prom
   }
 }
 
+/** An admin client that retries each request (unlike {@linkcode kafkaClient}'s probes). */
+function adminClient(brokers: string[]): Admin {
+  return new Kafka({
+    clientId: "provision",
+    brokers,
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 5 },
+  }).admin();
+}
+
 /**
  * Creates the topics that are missing and adds partitions to those that have
  * fewer than asked. Returns which topics were created and which existed.
@@ -204,12 +214,7 @@ export async function ensureTopics(
   brokers: string[],
   topics: TopicSpec[],
 ): Promise<{ created: string[]; existing: string[] }> {
-  const admin = new Kafka({
-    clientId: "provision",
-    brokers,
-    logLevel: logLevel.NOTHING,
-    retry: { retries: 5 },
-  }).admin();
+  const admin = adminClient(brokers);
   await admin.connect();
   try {
     const present = new Set(await admin.listTopics());
@@ -278,12 +283,7 @@ export async function pruneScratch(
   }
   const doomed = (name: string) =>
     env === undefined ? SCRATCH_ENV.test(envOf(name)) : envOf(name) === env;
-  const admin = new Kafka({
-    clientId: "provision",
-    brokers,
-    logLevel: logLevel.NOTHING,
-    retry: { retries: 5 },
-  }).admin();
+  const admin = adminClient(brokers);
   await admin.connect();
   try {
     // Groups first: the broker drops an idle group by itself once its topics go.
