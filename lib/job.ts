@@ -40,13 +40,15 @@ const READ_CONCURRENCY = 32;
 const HEAP_COLLECT_ABOVE_BYTES = 24 * 1024 * 1024;
 
 /**
- * Heap the windows since the last such collection must have added. Under a
- * backlog a 1000-unit window adds more (28–40 MiB in use mid-drain against
- * ~20 after a collection), so every window still collects; small windows
- * collect every few (bench/README.md, seventh session: at 550 events/s, 6 %
- * less CPU per unit and p99 latency 595–768 ms instead of 788–964).
+ * Heap the windows since the last such collection must have added. A full
+ * collection costs more than its pause: V8 throws away the optimised code
+ * that referred to objects it freed (drivers' frame readers and writers,
+ * among others) and runs that code unoptimised until it compiles it again.
+ * Under a backlog a 1000-unit window adds ~8 MiB, so 16 collect every second
+ * window (bench/README.md, ninth session: half the collections of 8 MiB, for
+ * ~10 MiB more at peak); small windows collect every few.
  */
-const HEAP_COLLECT_GROWTH_BYTES = 8 * 1024 * 1024;
+const HEAP_COLLECT_GROWTH_BYTES = 16 * 1024 * 1024;
 
 /** Enrolment statuses remembered between windows: about 200 bytes each, 4 MB at most. */
 const KNOWN_STATUSES = 20_000;

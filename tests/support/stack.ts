@@ -496,14 +496,19 @@ export class JobProcess {
     return this.output.join("");
   }
 
-  /** The JSON log records printed so far. */
+  /**
+   * The JSON log records printed so far. V8's traces (`--trace-gc`, say)
+   * write their lines in pieces, so a record may follow a trace fragment on
+   * its line.
+   */
   records(): {
     "@timestamp": string;
     level: string;
     message: string;
     properties: Record<string, unknown>;
   }[] {
-    return this.log.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+    return this.log.split("\n").map((l) => l.slice(Math.max(0, l.indexOf('{"@timestamp"'))))
+      .filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
   }
 
   /** Input partitions of the latest consumer-group assignment, or null before the first. */
