@@ -50,7 +50,7 @@
  */
 
 import { ConfigResourceTypes, Kafka, logLevel } from "kafkajs";
-import { mapConcurrent } from "../lib/async.ts";
+import { delay, mapConcurrent } from "../lib/async.ts";
 import { enrolmentId } from "../lib/event.ts";
 import {
   freePort,
@@ -71,6 +71,7 @@ import {
   seededRandom,
   storedRows,
 } from "./data.ts";
+import { assertRedisUnchanged, redisRunId, StackDisturbed } from "./e2e_bench.ts";
 
 /** Duplicate certificates of the same run before SPEC §6 step 8 was tightened (the issue). */
 const BEFORE_FIX_DUPLICATES = 66;
@@ -134,8 +135,6 @@ class Budget {
     }
   }
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, Math.max(0, ms)));
 
 /** The workload: every enrolment completes at its last event. */
 function generate(opts: Options) {
@@ -291,7 +290,7 @@ async function untilJoined(job: JobProcess, budget: Budget): Promise<void> {
     }
     if (i * 25 > 60_000) throw new Error("the job did not join the group within 60 s");
     budget.check("waiting for the job to join the consumer group");
-    await sleep(25);
+    await delay(25);
   }
 }
 
@@ -308,7 +307,7 @@ async function untilProgress(job: JobProcess, committed: number, mark: number, b
     if (done >= mark) return;
     if (exited) throw new Error(`the job exited before reaching ${mark}:\n${job.log.slice(-2000)}`);
     budget.check(`waiting for the job to pass input position ${mark} (at ${done})`);
-    await sleep(20);
+    await delay(20);
   }
 }
 
@@ -325,25 +324,13 @@ async function drain(stack: Stack, job: JobProcess, total: number, budget: Budge
       );
     }
     budget.check(`draining (${committed} of ${total} committed)`);
-    await sleep(250);
+    await delay(250);
   }
-}
-
-/**
- * Thrown when the shared stack was disturbed (another engineer's outage test
- * restarted Redis, which keeps nothing, so the course structure is gone; or
- * a stage failed): such a run measures the outage, not the kills.
- */
-class StackDisturbed extends Error {
-  override name = "StackDisturbed";
 }
 
 /** Throws {@linkcode StackDisturbed} when Redis restarted or `job` failed enrolments. */
 async function assertUndisturbed(stack: Stack, runId: string, job: JobProcess): Promise<void> {
-  const now = await redisRunId(stack).catch(() => "unreachable");
-  if (now !== runId) {
-    throw new StackDisturbed(`the shared Redis restarted during the run (${runId} → ${now})`);
-  }
+  await assertRedisUnchanged(stack, runId);
   const failed = records(job).filter((r) => r.message === "window done")
     .reduce((n, r) => n + Number(r.properties.failedEnrolments ?? 0), 0);
   if (failed > 0) throw new StackDisturbed(`the job failed ${failed} enrolments`);
@@ -365,12 +352,6 @@ async function appendTimestamps(stack: Stack, topic: string): Promise<void> {
   } finally {
     await admin.disconnect();
   }
-}
-
-/** The Redis server's run id: it changes on every restart (another engineer's outage test). */
-async function redisRunId(stack: Stack): Promise<string> {
-  const info = await stack.relations.info("server");
-  return /run_id:(\w+)/.exec(info)?.[1] ?? "unknown";
 }
 
 interface Cert {
@@ -603,7 +584,7 @@ async function run(opts: Options): Promise<{ text: string; ok: boolean }> {
       }
       life.armed = Date.now();
       life.mark = opts.schedule === "progress" ? mark : null;
-      await sleep(life.armed + life.delayMs - Date.now());
+      await delay(Math.max(0, life.armed + life.delayMs - Date.now()));
       job.kill("SIGKILL");
       life.killed = Date.now();
       await job.exited;
@@ -637,7 +618,7 @@ async function run(opts: Options): Promise<{ text: string; ok: boolean }> {
       const size = await collector.size(topic);
       for (let i = 0; received.length < size; i++) {
         budget.check(`reading the ${name} topic (${received.length} of ${size})`);
-        await sleep(100);
+        await delay(100);
       }
     }
     const redisChanged = (await redisRunId(stack).catch(() => "unreachable")) !== runId;
@@ -912,7 +893,7 @@ async function openStack(budget: Budget): Promise<Stack> {
     } catch (error) {
       if (attempt >= 15) throw error;
       budget.check("opening the stack");
-      await sleep(1000);
+      await delay(1000);
     }
   }
 }

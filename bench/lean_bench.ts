@@ -42,6 +42,7 @@
  * @module
  */
 
+import { delay } from "../lib/async.ts";
 import { loadConfig, parseDuration } from "../lib/config.ts";
 import { JobProcess, type Stack, stackCassandra, waitFor } from "../tests/support/stack.ts";
 import {
@@ -247,8 +248,6 @@ async function cpuSpan(pid: number | "self") {
   };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Busy share of the machine below which a timed phase may start. */
 const QUIET_BUSY = 0.25;
 /** Longest wait for a quiet machine before a timed phase starts anyway. */
@@ -268,7 +267,7 @@ async function quietMachine(phase: string): Promise<void> {
   const waited = () => (performance.now() - started) / 1000;
   while (waited() < QUIET_MAX_SECONDS) {
     const span = await cpuSpan("self");
-    await sleep(1000);
+    await delay(1000);
     if ((await span()).machineBusy < QUIET_BUSY) break;
   }
   console.error(
@@ -312,7 +311,7 @@ async function waitProcessed(
       const lastWarning = job.log.split("\n").filter((l) => /WARN|ERROR/.test(l)).at(-1);
       throw new Error(`${reason} at ${committed} of ${total}; last warning: ${lastWarning}`);
     }
-    await sleep(100);
+    await delay(100);
   }
 }
 
@@ -338,7 +337,7 @@ async function paced(stack: Stack, events: Record<string, unknown>[], rate: numb
       await stack.produce(events.slice(sent, due));
       sent = due;
     }
-    await sleep(tick);
+    await delay(tick);
   }
   return events.length / ((performance.now() - started) / 1000);
 }
@@ -468,7 +467,7 @@ async function runBacklog(
           heap.maxUsedMib = Math.max(heap.maxUsedMib, get("nodejs_heap_size_used_bytes"));
           heap.maxExternalMib = Math.max(heap.maxExternalMib, get("nodejs_external_memory_bytes"));
         }
-        await sleep(100);
+        await delay(100);
       }
     })();
     await job.ready();
@@ -528,7 +527,7 @@ async function runBacklog(
     await sampler;
     const end = await memoryOf(pid);
     // V8's memory reducer collects and compacts after ~8 s with little allocation.
-    await sleep(IDLE_SECONDS * 1000);
+    await delay(IDLE_SECONDS * 1000);
     const idle = {
       rssMib: (await memoryOf(pid))?.rss ?? NaN,
       heapUsedMib: (samples(await job.metrics()).get("nodejs_heap_size_used_bytes") ?? NaN) /

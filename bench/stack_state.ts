@@ -14,6 +14,7 @@
  * @module
  */
 
+import { delay } from "../lib/async.ts";
 import { connectCassandra, provision } from "../scripts/provision.ts";
 import { stackCassandra } from "../tests/support/stack.ts";
 
@@ -71,6 +72,9 @@ export async function keyspaceOfOwn(): Promise<{ name: string; drop: () => Promi
 /** Longest wait for Cassandra's compactions to finish before a phase starts anyway. */
 const SETTLE_MAX_SECONDS = 120;
 
+/** Pause between two polls of Cassandra's compactions. */
+const SETTLE_POLL_MS = 500;
+
 /**
  * Flushes `keyspace`'s memtables and waits until Cassandra has no compaction
  * running or pending (at most {@linkcode SETTLE_MAX_SECONDS}). Returns the
@@ -84,6 +88,8 @@ export async function settleCassandra(keyspace: string): Promise<number> {
     const pending = Number(/pending tasks\s+(\d+)/.exec(stats)?.[1] ?? NaN);
     // Running compactions are listed under a header naming the compaction type.
     if (pending === 0 && !/compaction type/i.test(stats)) break;
+    // Each poll starts a nodetool JVM: poll at a pace that leaves Cassandra the CPU.
+    await delay(SETTLE_POLL_MS);
   }
   return (performance.now() - started) / 1000;
 }

@@ -1,38 +1,55 @@
 import assert from "node:assert/strict";
-import { collectBetweenWindows } from "../../lib/heap.ts";
+import { collectBetweenWindows, type HeapAccess } from "../../lib/heap.ts";
+
+/** A heap whose use a test sets, and which a collection brings down to `afterCollection`. */
+function fakeHeap(
+  used: number,
+  afterCollection: number,
+): { used: number; collections: number; access: HeapAccess } {
+  const heap: { used: number; collections: number; access: HeapAccess } = {
+    used,
+    collections: 0,
+    access: {
+      heapUsed: () => heap.used,
+      gc: () => {
+        heap.collections++;
+        heap.used = afterCollection;
+      },
+    },
+  };
+  return heap;
+}
 
 Deno.test("collects only once the heap in use passes the threshold", () => {
-  let used = 10;
-  let collections = 0;
+  const heap = fakeHeap(10, 10);
   const afterWindow = collectBetweenWindows({
     thresholdBytes: 24,
     minGrowthBytes: 0,
-    heap: { heapUsed: () => used, gc: () => (collections++, used = 10) },
+    heap: heap.access,
   });
   assert.equal(afterWindow(), false);
-  used = 24;
+  heap.used = 24;
   assert.equal(afterWindow(), false);
-  used = 25;
+  heap.used = 25;
   assert.equal(afterWindow(), true);
-  assert.equal(collections, 1);
+  assert.equal(heap.collections, 1);
   assert.equal(afterWindow(), false);
-  assert.equal(collections, 1);
+  assert.equal(heap.collections, 1);
 });
 
 Deno.test("above the threshold, collects again only once the heap has grown by minGrowthBytes since the last collection", () => {
-  let used = 30;
-  let collections = 0;
+  const heap = fakeHeap(30, 20);
   const afterWindow = collectBetweenWindows({
     thresholdBytes: 24,
     minGrowthBytes: 8,
-    heap: { heapUsed: () => used, gc: () => (collections++, used = 20) },
+    heap: heap.access,
   });
   assert.equal(afterWindow(), true, "the first time above the threshold");
-  used = 27;
+  heap.used = 27;
   assert.equal(afterWindow(), false, "above 24, but only 7 more than the 20 left by the last one");
-  used = 28;
+  heap.used = 28;
   assert.equal(afterWindow(), true, "8 more than after the last one");
-  assert.equal(collections, 2);
+  assert.equal(heap.collections, 2);
 });
 
 Deno.test("without --expose-gc it does nothing, and never reads the heap", () => {
