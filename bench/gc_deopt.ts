@@ -11,7 +11,8 @@
  *
  * Run: `scripts/deno.sh run --allow-all bench/gc_deopt.ts` (stack up).
  * Options: `--rounds=60 --warmup=10 --enrolments=200 --rows=10 --repeat=3
- * --collect-every=1,2,0` (0: never).
+ * --collect-every=1,2,0` (0: never) `--extra-v8-flags=<flags>` (added to the
+ * job's).
  * The round time excludes the collection itself.
  *
  * @module
@@ -97,8 +98,12 @@ async function runRounds(opts: {
 }
 
 /** Runs {@linkcode runRounds} in a child with the job's runtime and `--trace-deopt`. */
-async function child(collectEvery: number, args: string[]): Promise<RoundsResult> {
-  const v8 = await jobV8Flags();
+async function child(
+  collectEvery: number,
+  args: string[],
+  extraV8Flags: string,
+): Promise<RoundsResult> {
+  const v8 = [await jobV8Flags(), extraV8Flags].filter(Boolean).join(",");
   const out = await new Deno.Command(Deno.execPath(), {
     args: [
       "run",
@@ -133,12 +138,13 @@ if (import.meta.main) {
     console.log(JSON.stringify(await runRounds({ ...opts, collectEvery: childOf })));
   } else {
     const keyspace = await keyspaceOfOwn();
-    const passOn = Deno.args.filter((a) => !/^--(repeat|collect-every)=/.test(a));
+    const passOn = Deno.args.filter((a) => !/^--(repeat|collect-every|extra-v8-flags)=/.test(a));
+    const extraV8Flags = f.str("extra-v8-flags", "");
     const settings = f.str("collect-every", "1,2,0").split(",").map(Number);
     const results: RoundsResult[] = [];
     try {
       for (let i = 0; i < f.num("repeat", 3); i++) {
-        for (const every of settings) results.push(await child(every, passOn));
+        for (const every of settings) results.push(await child(every, passOn, extraV8Flags));
       }
     } finally {
       await keyspace.drop();
