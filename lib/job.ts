@@ -41,12 +41,12 @@ const HEAP_COLLECT_ABOVE_BYTES = 24 * 1024 * 1024;
 
 /**
  * Heap the windows since the last such collection must have added. A full
- * collection costs more than its pause: V8 throws away the optimised code
- * that referred to objects it freed (drivers' frame readers and writers,
- * among others) and runs that code unoptimised until it compiles it again.
- * Under a backlog a 1000-unit window adds ~8 MiB, so 16 collect every second
- * window (bench/README.md, ninth session: half the collections of 8 MiB, for
- * ~10 MiB more at peak); small windows collect every few.
+ * collection costs more than its pause: the drivers' code runs slower for a
+ * while after it (V8 discards optimised code that referred to objects it
+ * freed, among other things; bench/gc_deopt.ts). Under a backlog a 1000-unit
+ * window adds ~8 MiB, so 16 collect every second window (bench/README.md,
+ * ninth session: half the collections of 8 MiB, for ~10 MiB more at peak);
+ * small windows collect every few.
  */
 const HEAP_COLLECT_GROWTH_BYTES = 16 * 1024 * 1024;
 
