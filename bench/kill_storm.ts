@@ -54,9 +54,9 @@ import { delay, mapConcurrent } from "../lib/async.ts";
 import { enrolmentId } from "../lib/event.ts";
 import {
   freePort,
-  identifierSuffix,
   JobProcess,
   metricValue,
+  readerGroupId,
   Stack,
   unique,
 } from "../tests/support/stack.ts";
@@ -204,9 +204,8 @@ class Collector {
   }
   async collect(topic: string): Promise<Received[]> {
     const received: Received[] = [];
-    // Named after the topic's environment, so that pruning it deletes the group too.
     const env = topic.split(".", 1)[0];
-    const consumer = this.#kafka.consumer({ groupId: `${env}-reader-${identifierSuffix()}` });
+    const consumer = this.#kafka.consumer({ groupId: readerGroupId(env) });
     this.#consumers.push(consumer);
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });

@@ -19,9 +19,9 @@
 # the same): a young generation of at most 2 x 4 MiB instead of V8's 2 x 32
 # MiB, every collection on the main thread (`--single-threaded-gc`), and
 # `gc()` exposed, which the job calls between windows once more than 24 MiB
-# of heap are in use and 8 MiB more than after its last call (lib/heap.ts),
+# of heap are in use and 16 MiB more than after its last call (lib/heap.ts),
 # so the heap and the buffers only its collections free stay flat under a
-# backlog: peak RSS ~120–135 instead of ~220–250 MiB. With V8's concurrent
+# backlog: peak RSS ~135–150 instead of ~220–250 MiB. With V8's concurrent
 # marking and sweeping on worker threads, a 50,000-message drain peaked
 # 15–17 % above a 10,000-message one; on the main thread 9 %, at the same
 # CPU per unit (on 2 cores the workers had no idle core to use). (V8's

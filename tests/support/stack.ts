@@ -55,6 +55,14 @@ export function identifierSuffix(): string {
   return crypto.randomUUID().replaceAll("-", "").slice(0, 12);
 }
 
+/**
+ * A new consumer group for reading a topic of `jobEnv`: named after the
+ * environment, so that pruning it deletes the group too.
+ */
+export function readerGroupId(jobEnv: string): string {
+  return `${jobEnv}-reader-${identifierSuffix()}`;
+}
+
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const BROKERS = (Deno.env.get("KAFKA_BROKER_SERVERS") ?? "127.0.0.1:19092").split(",");
 
@@ -327,10 +335,7 @@ export class Stack {
   /** Reads `topic` from the beginning into an array that fills as events arrive. */
   async collect(topic: string): Promise<Record<string, unknown>[]> {
     const events: Record<string, unknown>[] = [];
-    // Named after the environment, so that pruning it deletes the group too.
-    const consumer = this.kafka.consumer({
-      groupId: `${this.jobEnv}-reader-${identifierSuffix()}`,
-    });
+    const consumer = this.kafka.consumer({ groupId: readerGroupId(this.jobEnv) });
     this.#consumers.push(consumer);
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: true });
@@ -378,7 +383,8 @@ export class Stack {
     await (await this.#admin)?.disconnect();
     if (SCRATCH_ENV.test(this.jobEnv)) {
       // A warning, not a throw: from a `finally`, a throw would hide the
-      // test's own failure; `scripts/stack.sh up` prunes what stays behind.
+      // test's own failure; `scripts/stack.sh prune` (run by scripts/test.sh)
+      // deletes what stays behind.
       await pruneScratch(BROKERS, this.jobEnv).catch((err) =>
         console.warn(`stack: could not delete the topics of ${this.jobEnv}: ${err}`)
       );
