@@ -492,11 +492,22 @@ const QUERY_OPTIONS = {
   serialConsistency: cassandra.types.consistencies.localSerial,
 };
 
+/** How a replay runs besides its concurrency. */
+export interface ReplayOptions {
+  /**
+   * Milliseconds of the replaying thread's own CPU after each wave of stages,
+   * with nothing in flight: a model of the job's work between its requests
+   * (`lean_bench.ts --busy-replay-ms`). 0, the ceiling itself, spends none.
+   */
+  busyMsPerWave?: number;
+}
+
 /** Replays `windows` on `drivers` with `concurrency` Cassandra requests in flight; returns seconds. */
 export async function replay(
   windows: RecordedWindow[],
   drivers: Drivers,
   concurrency: number,
+  { busyMsPerWave = 0 }: ReplayOptions = {},
 ): Promise<number> {
   const send = async (r: Request) => {
     if (r.kind === "cql") await drivers.cql.execute(r.query, r.params, QUERY_OPTIONS);
@@ -522,7 +533,18 @@ export async function replay(
   };
   const started = performance.now();
   for (const window of windows) {
-    for (const wave of waves(window.stages)) await Promise.all(wave.map(runStage));
+    for (const wave of waves(window.stages)) {
+      await Promise.all(wave.map(runStage));
+      if (busyMsPerWave > 0) busy(busyMsPerWave);
+    }
   }
   return (performance.now() - started) / 1000;
+}
+
+/** Keeps this thread busy for `ms`, as computation would. */
+function busy(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until) {
+    // spinning on purpose: CPU, not waiting, is what is modelled
+  }
 }

@@ -9,9 +9,11 @@
  * --ceiling-concurrency=32,64,128 --latency-seconds=20 --latency-fraction=0.5
  * --latency-rate=<events/s> --v8-flags=<flags>|none
  * --malloc-env=none|KEY=VALUE;KEY=VALUE --job-env=KEY=VALUE;KEY=VALUE
- * --job-deno-flags=<flags> --no-ceiling --json --repeat=N` (`--latency-seconds=0`
- * skips the latency phase; `--repeat` runs it all N times and ends with the
- * medians, {@linkcode formatRepeats}).
+ * --job-deno-flags=<flags> --no-ceiling --busy-replay-ms=N --json --repeat=N`
+ * (`--latency-seconds=0` skips the latency phase; `--repeat` runs it all N
+ * times and ends with the medians, {@linkcode formatRepeats};
+ * `--busy-replay-ms` adds a replay that spends N ms of its own CPU after each
+ * wave of stages, a model of the job's work, reported beside the ceiling).
  *
  * For each backlog (input messages, ~2 units each, on 4 partitions; one
  * enrolment per ~10 messages) the job starts as a child process with the
@@ -52,6 +54,7 @@ import {
   jobWindowEvents,
   recordWorkload,
   replay,
+  type ReplayOptions,
   type RequestCounts,
 } from "./ceiling.ts";
 import { flags, fmt, markdownTable, mib } from "./data.ts";
@@ -100,6 +103,8 @@ export interface LeanOptions {
   jobEnv: Record<string, string>;
   /** Deno flags for the job (`--job-deno-flags=--cpu-prof,--cpu-prof-dir=/tmp/prof`). */
   jobDenoFlags: string[];
+  /** Milliseconds of CPU after each wave of stages in one more replay (`--busy-replay-ms`, 0: none). */
+  busyReplayMs: number;
 }
 
 /** One backlog drained by the job, and the ceiling for the same workload. */
@@ -132,24 +137,33 @@ export interface DrainResult {
   ceiling: {
     counts: RequestCounts;
     windows: number;
-    byConcurrency: {
-      concurrency: number;
-      seconds: number;
-      unitsPerSecond: number;
-      /** CPU seconds of the replaying process, and the machine's busy share meanwhile. */
-      cpuSeconds: number;
-      machineBusy: number;
-      /** CPU seconds the stack's services used meanwhile. */
-      services: ServiceCpu;
-    }[];
+    byConcurrency: ReplayMeasurement[];
     unitsPerSecond: number;
     /**
      * The replay at the best concurrency in a process of its own with the
      * job's V8 flags and allocator settings: the drivers in the job's runtime.
      */
     sameRuntime: { unitsPerSecond: number; cpuSeconds: number; machineBusy: number } | null;
+    /**
+     * The replay at the best concurrency once more, spending `busyMs` of its
+     * own CPU after each wave of stages (`--busy-replay-ms`); not part of the
+     * ceiling.
+     */
+    busy: (ReplayMeasurement & { busyMs: number }) | null;
   };
   load: number[];
+}
+
+/** One replay of the ceiling's requests on a copy of its own. */
+export interface ReplayMeasurement {
+  concurrency: number;
+  seconds: number;
+  unitsPerSecond: number;
+  /** CPU seconds of the replaying process, and the machine's busy share meanwhile. */
+  cpuSeconds: number;
+  machineBusy: number;
+  /** CPU seconds the stack's services used meanwhile. */
+  services: ServiceCpu;
 }
 
 /** Latency while the job keeps up. */
@@ -560,6 +574,7 @@ async function runBacklog(
         byConcurrency: [],
         unitsPerSecond: NaN,
         sameRuntime: null,
+        busy: null,
       };
     if (ceiling.byConcurrency.length > 0 && (opts.v8Flags || Object.keys(opts.mallocEnv).length)) {
       const best = bestReplay(ceiling)!;
@@ -610,7 +625,7 @@ function bestReplay(ceiling: DrainResult["ceiling"]) {
 }
 
 /** What a ceiling measurement needs to know. */
-type CeilingOptions = Pick<LeanOptions, "interval" | "ceilingConcurrency">;
+type CeilingOptions = Pick<LeanOptions, "interval" | "ceilingConcurrency" | "busyReplayMs">;
 
 /**
  * {@linkcode measureCeiling} at `concurrency` in a child process with the
@@ -685,34 +700,47 @@ async function measureCeiling(
     try {
       // Prepares every statement and opens every connection, as a running job has.
       await replay((await seededCopy(jobWindows.slice(0, 1))).windows, drivers, 32);
-      const byConcurrency = [];
       let counts: RequestCounts | undefined;
-      for (const concurrency of opts.ceilingConcurrency) {
+      const measure = async (
+        concurrency: number,
+        options: ReplayOptions = {},
+      ): Promise<ReplayMeasurement> => {
         const copy = await seededCopy(jobWindows);
         counts ??= copy.counts;
         await quietMachine(`replay at ${concurrency}`);
         const replayCpu = await cpuSpan("self");
         const replayServices = await serviceCpuSpan();
-        const seconds = await replay(copy.windows, drivers, concurrency);
+        const seconds = await replay(copy.windows, drivers, concurrency, options);
         const cpu = await replayCpu();
         const services = await replayServices();
-        byConcurrency.push({
+        return {
           concurrency,
           seconds,
           unitsPerSecond: copy.units / seconds,
           cpuSeconds: cpu.seconds,
           machineBusy: cpu.machineBusy,
           services,
-        });
+        };
+      };
+      const byConcurrency = [];
+      for (const concurrency of opts.ceilingConcurrency) {
+        byConcurrency.push(await measure(concurrency));
       }
-      await assertRedisUnchanged(stack, runId);
       if (!counts) throw new Error("no --ceiling-concurrency to replay at");
+      const unitsPerSecond = Math.max(...byConcurrency.map((c) => c.unitsPerSecond));
+      const best = byConcurrency.find((c) => c.unitsPerSecond === unitsPerSecond)!;
+      const busyMs = opts.busyReplayMs;
+      const busy = busyMs > 0
+        ? { busyMs, ...await measure(best.concurrency, { busyMsPerWave: busyMs }) }
+        : null;
+      await assertRedisUnchanged(stack, runId);
       return {
         counts,
         windows: jobWindows.length,
         byConcurrency,
-        unitsPerSecond: Math.max(...byConcurrency.map((c) => c.unitsPerSecond)),
+        unitsPerSecond,
         sameRuntime: null,
+        busy,
       };
     } finally {
       await drivers.close();
@@ -790,6 +818,7 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
           : "–"
       ),
     ],
+    ...(drains.some((d) => d.ceiling.busy) ? [busyReplayRow(drains, perK)] : []),
     [
       "**job / ceiling**",
       ...col((d) => `**${fmt(100 * d.unitsPerSecond / d.ceiling.unitsPerSecond)} %**`),
@@ -940,6 +969,28 @@ export function formatLean(result: Awaited<ReturnType<typeof runLean>>): string 
   return lines.join("\n");
 }
 
+/**
+ * The row of `--busy-replay-ms`: the replay that spends CPU of its own after
+ * each wave, its rate, CPU and Cassandra's CPU beside the job's.
+ */
+function busyReplayRow(
+  drains: DrainResult[],
+  perK: (d: DrainResult, seconds: number) => string,
+): string[] {
+  const ms = drains.find((d) => d.ceiling.busy)!.ceiling.busy!.busyMs;
+  return [
+    `replay with ${ms} ms of its own CPU after each wave of stages: units/s; CPU ms per 1,000 units, it / job; Cassandra's, it / job`,
+    ...drains.map((d) => {
+      const b = d.ceiling.busy;
+      return b
+        ? `${fmt(b.unitsPerSecond)}; ${perK(d, b.cpuSeconds)} / ${perK(d, d.cpu.seconds)}; ${
+          perK(d, b.services.cassandra)
+        } / ${perK(d, d.services.cassandra)}`
+        : "–";
+    }),
+  ];
+}
+
 /** The report's last line: `units/s <job> ceiling <ceiling> ratio <r>% peak_rss_mib <m> p99_ms <p>`. */
 function summaryLine(summary: Awaited<ReturnType<typeof runLean>>["summary"]): string {
   return `units/s ${Math.round(summary.jobUnitsPerSecond)} ceiling ${
@@ -1023,7 +1074,7 @@ if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
   const { shape, interval, concurrency, jobWindows } = JSON.parse(request);
   const result = await measureCeiling(
     shape,
-    { interval, ceilingConcurrency: [concurrency] },
+    { interval, ceilingConcurrency: [concurrency], busyReplayMs: 0 },
     jobWindows,
   );
   console.log(JSON.stringify(result));
@@ -1045,6 +1096,7 @@ if (import.meta.main && Deno.args[0]?.startsWith("--ceiling-child=")) {
     mallocEnv: malloc === "none" ? {} : malloc ? assignments(malloc) : await jobMallocEnv(),
     jobDenoFlags: str("job-deno-flags", "").split(",").filter(Boolean),
     jobEnv: assignments(str("job-env", "")),
+    busyReplayMs: num("busy-replay-ms", 0),
   };
   const repeat = num("repeat", 1);
   const results = [];
