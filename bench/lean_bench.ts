@@ -727,21 +727,21 @@ async function measureCeiling(
         byConcurrency.push(await measure(concurrency));
       }
       if (!counts) throw new Error("no --ceiling-concurrency to replay at");
-      const unitsPerSecond = Math.max(...byConcurrency.map((c) => c.unitsPerSecond));
-      const best = byConcurrency.find((c) => c.unitsPerSecond === unitsPerSecond)!;
-      const busyMs = opts.busyReplayMs;
-      const busy = busyMs > 0
-        ? { busyMs, ...await measure(best.concurrency, { busyMsPerWave: busyMs }) }
-        : null;
-      await assertRedisUnchanged(stack, runId);
-      return {
+      const ceiling: DrainResult["ceiling"] = {
         counts,
         windows: jobWindows.length,
         byConcurrency,
-        unitsPerSecond,
+        unitsPerSecond: Math.max(...byConcurrency.map((c) => c.unitsPerSecond)),
         sameRuntime: null,
-        busy,
+        busy: null,
       };
+      const busyMs = opts.busyReplayMs;
+      if (busyMs > 0) {
+        const { concurrency } = bestReplay(ceiling)!;
+        ceiling.busy = { busyMs, ...await measure(concurrency, { busyMsPerWave: busyMs }) };
+      }
+      await assertRedisUnchanged(stack, runId);
+      return ceiling;
     } finally {
       await drivers.close();
     }
